@@ -1,0 +1,34 @@
+# engram — the two commands of the README, and a few more.
+#   make run    install missing Debian packages, build, run engram
+#   make test   install missing packages, build with -Werror, ASan and UBSan, run every test
+#   make bench  build optimized, run the benchmarks (results: docs/benchmarks.md)
+
+BUILD      ?= build
+TEST_BUILD ?= build-test
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+DB         ?= ./data/engram.db
+
+.PHONY: all deps build run test bench clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DENGRAM_WERROR=ON >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	@./$(BUILD)/engram demo --db $(DB)
+
+test: deps
+	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DENGRAM_WERROR=ON -DENGRAM_SANITIZE=ON >/dev/null
+	@cmake --build $(TEST_BUILD) -j $(JOBS)
+	@cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	@bash scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD)

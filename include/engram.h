@@ -1,0 +1,451 @@
+/*
+ * engram.h — long-term memory for LLM agents: the public C API.
+ *
+ * Shape (after libuv): opaque handles, every asynchronous operation is
+ * "start with a callback", every error a negative ENGRAM_E* integer that
+ * engram_strerror() explains. All callbacks run on the handle's libuv loop
+ * thread; no engram function may be called from another thread.
+ *
+ * Lifecycle:
+ *
+ *   engram *eg;
+ *   engram_init(&eg, NULL, NULL);        // NULL loop: engram makes its own
+ *   engram_open(eg, on_open, app);       // async: schema, connections
+ *   engram_run(eg);                      // runs the loop until idle
+ *   engram_free(eg);                     // after engram_close() completed
+ *
+ * Ownership rules, everywhere in this header:
+ *   - Input strings and arrays are copied before a start function returns;
+ *     the caller may free them at once.
+ *   - Pointers handed to a callback are valid only until it returns; use
+ *     engram_node_copy() to keep a node.
+ *   - A start function that returns an error never calls its callback.
+ */
+#ifndef ENGRAM_H
+#define ENGRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ENGRAM_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------- errors */
+
+enum {
+  ENGRAM_OK = 0,
+  ENGRAM_EINVAL = -1,     /* an argument is invalid (the message says which) */
+  ENGRAM_ENOMEM = -2,     /* out of memory */
+  ENGRAM_ENOTFOUND = -3,  /* no such memory (in that namespace) */
+  ENGRAM_EEXIST = -4,     /* a memory with that id already exists */
+  ENGRAM_ECANCELED = -5,  /* the operation was cancelled */
+  ENGRAM_ETIMEDOUT = -6,  /* the deadline passed */
+  ENGRAM_EIO = -7,        /* the storage failed (disk, I/O, server) */
+  ENGRAM_ETOOBIG = -8,    /* content is over the configured size limit */
+  ENGRAM_EUTF8 = -9,      /* text is not valid UTF-8 */
+  ENGRAM_EVERSION = -10,  /* the database was made by a newer engram */
+  ENGRAM_ECLOSED = -11,   /* the handle is closing or not open */
+  ENGRAM_EJSON = -12,     /* metadata is not a JSON object */
+  ENGRAM_ECORRUPT = -13,  /* the file is not an engram database */
+  ENGRAM_EBUSY = -14,     /* the storage is locked by someone else */
+};
+
+/* A sentence explaining code; never NULL. */
+const char *engram_strerror(int code);
+/* The symbolic name of code ("ENGRAM_ENOTFOUND"); never NULL. */
+const char *engram_errname(int code);
+
+/* --------------------------------------------------------- memory model */
+
+typedef enum engram_type {
+  ENGRAM_EPISODIC = 0, /* something that happened: a conversation turn */
+  ENGRAM_SEMANTIC = 1, /* a fact */
+  ENGRAM_PROCEDURAL = 2, /* how to do something */
+  ENGRAM_WORKING = 3,  /* short-lived context: an exchange, a scratch note */
+} engram_type;
+#define ENGRAM_TYPE_COUNT 4
+
+/* "episodic", ...; NULL for an out-of-range value. */
+const char *engram_type_name(engram_type type);
+/* Parses a type name; 0 or ENGRAM_EINVAL. */
+int engram_type_parse(const char *name, engram_type *out);
+
+#define ENGRAM_ID_LEN 36 /* UUIDv7 text, lower-case hex with dashes */
+
+/* One memory. In a stream item or a callback the strings point into storage
+ * owned by engram; engram_node_copy() makes a single-allocation copy that
+ * engram_node_free() releases. Text fields are NUL-terminated. */
+typedef struct engram_node {
+  char id[ENGRAM_ID_LEN + 1];
+  const char *ns;
+  engram_type type;
+  const char *content; /* UTF-8 */
+  size_t content_len;  /* bytes, without the NUL */
+  uint64_t content_hash; /* XXH3-64 of content; de-duplication key in ns */
+  int64_t created_ms;  /* Unix time, milliseconds */
+  int64_t updated_ms;
+  int64_t accessed_ms;
+  double importance;   /* [0,1] */
+  const char *metadata; /* a JSON object's text; "{}" when none */
+  const float *embedding; /* NULL when none */
+  uint32_t embedding_dim;
+  /* Result-only fields: */
+  double relevance; /* search: [0,1], higher is more relevant; else 0 */
+  uint32_t depth;   /* traversal: hops from the start node; else 0 */
+} engram_node;
+
+engram_node *engram_node_copy(const engram_node *node);
+void engram_node_free(engram_node *node);
+
+/* Writes a fresh UUIDv7 (time-ordered, monotonic within the process). */
+void engram_id_new(char out[ENGRAM_ID_LEN + 1]);
+/* 1 when text is a UUID in engram's canonical form, else 0. */
+int engram_id_valid(const char *text);
+
+/* ------------------------------------------------------------- the handle */
+
+typedef struct engram engram;
+
+typedef enum engram_durability {
+  ENGRAM_DURABILITY_NORMAL = 0, /* an acknowledged write survives a process crash */
+  ENGRAM_DURABILITY_FULL = 1,   /* ... and a power loss (fsync per commit) */
+} engram_durability;
+
+typedef struct engram_options {
+  const char *db;            /* path of the SQLite file; NULL: ./data/engram.db */
+  engram_durability durability;
+  size_t max_content_bytes;  /* 0: 65536 */
+  unsigned readers;          /* reader connections; 0: 4 */
+  unsigned write_batch_max;  /* writes per group commit; 0: 1024 */
+  unsigned chunk_rows;       /* rows a stream reads per thread-pool task; 0: 64 */
+} engram_options;
+
+/* Fills opts with the defaults (all zero / NULL). */
+void engram_options_init(engram_options *opts);
+
+/* Allocates a handle; no I/O. loop NULL: engram creates and owns a loop.
+ * opts NULL: defaults. Strings in opts are copied. */
+int engram_init(engram **out, uv_loop_t *loop, const engram_options *opts);
+
+/* message: what went wrong, for a person (valid during the callback). */
+typedef void (*engram_open_cb)(engram *eg, int status, const char *message,
+                               void *data);
+/* Opens (creating when missing) the database and applies migrations. */
+int engram_open(engram *eg, engram_open_cb cb, void *data);
+
+typedef void (*engram_close_cb)(engram *eg, void *data);
+/* Stops accepting work, cancels open streams, lets queued writes commit
+ * (acknowledged writes are never lost), closes the storage. cb may be NULL. */
+void engram_close(engram *eg, engram_close_cb cb, void *data);
+
+/* Frees a handle that is closed (or was never opened), and its own loop. */
+void engram_free(engram *eg);
+
+uv_loop_t *engram_loop(engram *eg);
+/* Runs the handle's loop until nothing is left to do (uv_run DEFAULT).
+ * For programs that let engram own the loop; never call from a callback. */
+int engram_run(engram *eg);
+
+/* Counters for tests and metrics. */
+typedef struct engram_stats {
+  uint64_t streams_open;    /* streams whose done callback has not run */
+  uint64_t queries_running; /* storage statements started and not finished */
+  uint64_t writes_committed;
+  uint64_t write_batches;   /* group commits */
+  uint64_t items_failed;    /* per-item errors reported by streams */
+} engram_stats;
+void engram_get_stats(engram *eg, engram_stats *out);
+
+/* ----------------------------------------------------------------- writes */
+
+typedef enum engram_op_kind {
+  ENGRAM_OP_ADD = 0,
+  ENGRAM_OP_UPDATE = 1,
+  ENGRAM_OP_DELETE = 2,
+  ENGRAM_OP_LINK = 3,   /* create or replace a relationship */
+  ENGRAM_OP_UNLINK = 4, /* delete a relationship */
+} engram_op_kind;
+
+/* engram_op.set: which fields an UPDATE changes (ADD: which are given). */
+#define ENGRAM_SET_CONTENT 0x1u
+#define ENGRAM_SET_TYPE 0x2u
+#define ENGRAM_SET_IMPORTANCE 0x4u
+#define ENGRAM_SET_METADATA 0x8u
+#define ENGRAM_SET_EMBEDDING 0x10u
+
+/* One write. Zero-initialise, then fill what the kind needs. */
+typedef struct engram_op {
+  engram_op_kind kind;
+  const char *ns; /* required */
+  /* ADD: optional id to use (engram_id_new()); UPDATE, DELETE: the memory. */
+  const char *id;
+  engram_type type;    /* ADD, UPDATE */
+  const char *content; /* ADD (required), UPDATE */
+  size_t content_len;  /* 0: strlen(content) */
+  double importance;   /* used when set has ENGRAM_SET_IMPORTANCE; ADD default 0.5 */
+  const char *metadata; /* JSON object text; NULL: "{}" (ADD) */
+  const float *embedding;
+  uint32_t embedding_dim;
+  unsigned set;   /* ENGRAM_SET_* */
+  int dedup;      /* ADD: same content in ns returns the existing memory */
+  /* LINK, UNLINK */
+  const char *source;
+  const char *target;
+  const char *rel_kind; /* e.g. "reply-to"; 1..64 bytes */
+  double strength;      /* [0,1] */
+
+  /* Results, filled by engram. */
+  int status;           /* 0 or ENGRAM_E* */
+  int deduplicated;     /* ADD: 1 when an existing memory was returned */
+  char result_id[ENGRAM_ID_LEN + 1]; /* ADD: the id stored (or found) */
+  char message[160];    /* on error: what was wrong, for a person */
+} engram_op;
+
+/* ops: results filled in; status: 0 when the whole batch committed, else the
+ * first failing op's code and nothing of the batch was written. */
+typedef void (*engram_write_cb)(int status, engram_op *ops, size_t n,
+                                void *data);
+
+/* Writes n ops atomically: all commit in one transaction or none does. The
+ * callback runs after the commit is durable at the configured level. Ops are
+ * validated before this returns: an invalid op returns its error, sets that
+ * op's status and message in the caller's array, and queues nothing. */
+int engram_write(engram *eg, engram_op *ops, size_t n, engram_write_cb cb,
+                 void *data);
+
+/* ------------------------------------------------------------------ reads */
+
+typedef void (*engram_get_cb)(int status, const engram_node *node, void *data);
+/* ns NULL: any namespace (explicitly crossing namespaces). */
+int engram_get(engram *eg, const char *ns, const char *id, engram_get_cb cb,
+               void *data);
+
+typedef enum engram_event {
+  ENGRAM_EVENT_ADD = 0,
+  ENGRAM_EVENT_UPDATE = 1,
+  ENGRAM_EVENT_DELETE = 2,
+} engram_event;
+const char *engram_event_name(engram_event event);
+
+typedef struct engram_history_entry {
+  engram_event event;
+  const char *old_content; /* NULL for ADD */
+  const char *new_content; /* NULL for DELETE */
+  int64_t at_ms;
+} engram_history_entry;
+typedef void (*engram_history_cb)(int status,
+                                  const engram_history_entry *entries,
+                                  size_t n, void *data);
+/* Oldest first. ENGRAM_ENOTFOUND when the memory never existed in ns. */
+int engram_history(engram *eg, const char *ns, const char *id,
+                   engram_history_cb cb, void *data);
+
+typedef struct engram_rel {
+  const char *source;
+  const char *target;
+  const char *kind;
+  double strength;
+  int64_t created_ms;
+} engram_rel;
+typedef void (*engram_rels_cb)(int status, const engram_rel *rels, size_t n,
+                               void *data);
+/* Relationships with id as source or target. */
+int engram_relationships(engram *eg, const char *ns, const char *id,
+                         engram_rels_cb cb, void *data);
+
+/* ---------------------------------------------------------------- streams */
+
+/* A stream delivers memories on demand:
+ *  - engram_stream_request(s, n): the consumer can take n more items; the
+ *    producer never delivers more than requested, and produces nothing
+ *    until asked.
+ *  - item: one memory, valid until the callback returns.
+ *  - error (optional): one item failed; the stream goes on.
+ *  - done: exactly once, with 0 (end of data), ENGRAM_ECANCELED,
+ *    ENGRAM_ETIMEDOUT (deadline) or another error. After it no callback of
+ *    the stream runs again and the stream handle is freed.
+ *  - engram_stream_cancel(s): idempotent, safe from inside any callback of
+ *    the stream; done follows later, never inside the cancel call.
+ * A stream's memory use is bounded by what was requested. */
+typedef struct engram_stream engram_stream;
+
+typedef struct engram_stream_cbs {
+  void (*item)(engram_stream *s, const engram_node *node, void *data);
+  void (*error)(engram_stream *s, int code, const char *message, void *data);
+  void (*done)(engram_stream *s, int status, void *data);
+  void *data;
+} engram_stream_cbs;
+
+int engram_stream_request(engram_stream *s, size_t n);
+void engram_stream_cancel(engram_stream *s);
+/* Cancels the stream with ENGRAM_ETIMEDOUT timeout_ms from now (replacing an
+ * earlier deadline). */
+int engram_stream_set_deadline(engram_stream *s, uint64_t timeout_ms);
+uint64_t engram_stream_delivered(const engram_stream *s);
+uint64_t engram_stream_failed(const engram_stream *s);
+
+typedef struct engram_query {
+  const char *ns;   /* required for search; NULL in list: all namespaces */
+  const char *text; /* search: the user's words, plain text (never syntax) */
+  size_t text_len;  /* 0: strlen(text) */
+  unsigned types;   /* bit (1u << type) per type wanted; 0: all */
+  const char *after; /* list: cursor, the last id of the previous page */
+  double min_relevance; /* search: drop results below this */
+} engram_query;
+
+/* Ranked content search (BM25), relevance normalized to [0,1]. Text with no
+ * searchable word gives an empty stream; invalid UTF-8 is ENGRAM_EUTF8. */
+int engram_search(engram *eg, const engram_query *q,
+                  const engram_stream_cbs *cbs, engram_stream **out);
+
+/* Memories in id order (creation order), after q->after. Stable under
+ * concurrent inserts: a page never repeats or skips an existing memory. */
+int engram_list(engram *eg, const engram_query *q,
+                const engram_stream_cbs *cbs, engram_stream **out);
+
+/* Breadth-first from start_id over relationships (both directions) with
+ * strength >= min_strength, up to max_depth hops; start_id itself first
+ * (depth 0). Each memory once. */
+int engram_traverse(engram *eg, const char *ns, const char *start_id,
+                    uint32_t max_depth, double min_strength,
+                    const engram_stream_cbs *cbs, engram_stream **out);
+
+/* ------------------------------------------------------------ combinators */
+
+/* A stream of at most n items of src; when it has them, src is cancelled
+ * and the take stream ends with 0. Owns src from now on. */
+int engram_stream_take(engram_stream *src, size_t n,
+                       const engram_stream_cbs *cbs, engram_stream **out);
+
+/* Collect-with-deadline: requests up to max items of src, and calls back
+ * once with what arrived: status 0 (src ended or max reached), or
+ * ENGRAM_ETIMEDOUT when timeout_ms passed first (src is cancelled, the items
+ * that arrived in time are still given), or src's error. failed: per-item
+ * errors seen. timeout_ms 0: no deadline. Owns src from now on. */
+typedef struct engram_collect engram_collect;
+typedef void (*engram_collect_cb)(int status, engram_node **nodes, size_t n,
+                                  uint64_t failed, void *data);
+int engram_collect_start(engram_stream *src, size_t max, uint64_t timeout_ms,
+                         engram_collect_cb cb, void *data,
+                         engram_collect **out);
+/* Cancels: the callback follows with ENGRAM_ECANCELED and the items so far. */
+void engram_collect_cancel(engram_collect *c);
+
+/* ---------------------------------------------------------------- logging */
+
+typedef enum engram_log_level {
+  ENGRAM_LOG_ERROR = 0,
+  ENGRAM_LOG_WARN = 1,
+  ENGRAM_LOG_INFO = 2,
+} engram_log_level;
+typedef void (*engram_log_fn)(engram_log_level level, const char *message,
+                              void *data);
+/* Where engram reports what a caller cannot see otherwise (a per-item error
+ * is logged once, where it happens). Default: stderr. fn NULL: silence. */
+void engram_set_log(engram *eg, engram_log_fn fn, void *data);
+
+/* ------------------------------------------------------ context injection */
+
+typedef enum engram_strategy {
+  ENGRAM_STRATEGY_LEXICAL = 0, /* BM25 over content */
+} engram_strategy;
+
+typedef struct engram_context_options {
+  unsigned max_memories;   /* 0: 10 */
+  uint64_t timeout_ms;     /* 0: 250 */
+  size_t max_memory_chars; /* characters of one memory's content; 0: 2000 */
+  int no_headers;          /* 1: no section header line */
+  double min_relevance;    /* [0,1] */
+  unsigned types;          /* bit (1u << type) per type wanted; 0: all */
+  engram_strategy strategy;
+} engram_context_options;
+
+/* Valid during the callback. status: 0 (also when the deadline cut the
+ * search short: timed_out is then 1 and the memories that arrived in time
+ * are used), ENGRAM_ECANCELED, or the search's error; text and ids always
+ * hold what arrived. */
+typedef struct engram_context_result {
+  int status;
+  int timed_out;
+  const char *text; /* the memory section for a prompt; "" when none */
+  size_t text_len;
+  size_t count;     /* memories used */
+  const char *const *ids;
+  double mean_relevance; /* over the memories used; 0 when none */
+  uint64_t failed;  /* items that failed (each logged once) */
+  double elapsed_ms;
+} engram_context_result;
+
+typedef struct engram_context_req engram_context_req;
+typedef void (*engram_context_cb)(const engram_context_result *result,
+                                  void *data);
+
+/* Searches ns for message, collects up to max_memories as they stream in
+ * (stopping the search the moment it has enough), and formats them. The
+ * request is freed after the callback; out (optional) lets the caller
+ * cancel it before then. */
+int engram_context_inject(engram *eg, const char *ns, const char *message,
+                          const engram_context_options *opts,
+                          engram_context_cb cb, void *data,
+                          engram_context_req **out);
+/* Only before the callback ran: the search stops and the callback follows
+ * with ENGRAM_ECANCELED (never inside this call). */
+void engram_context_cancel(engram_context_req *req);
+
+/* ------------------------------------------------------------- memorizing */
+
+/* ids: user turn, assistant reply, exchange (working memory). */
+typedef void (*engram_turn_cb)(int status, const char *user_id,
+                               const char *assistant_id,
+                               const char *exchange_id, const char *message,
+                               void *data);
+/* Stores user_text and assistant_text as episodic memories and the exchange
+ * as a working memory, linked (reply-to: assistant -> user; part-of: each
+ * -> exchange), in one transaction. */
+int engram_memorize_turn(engram *eg, const char *ns, const char *user_text,
+                         const char *assistant_text, engram_turn_cb cb,
+                         void *data);
+
+/* ------------------------------------------------------------------- chat */
+
+/* A chat session: inject -> complete -> memorize, all on the loop. The
+ * completion step is the caller's: engram calls `complete` with the memory
+ * section and the user's message, and the caller answers later (from any
+ * callback on the loop) with engram_chat_reply(). */
+typedef struct engram_chat engram_chat;
+typedef struct engram_chat_turn engram_chat_turn;
+
+typedef void (*engram_complete_fn)(engram_chat_turn *turn,
+                                   const char *context, const char *message,
+                                   void *data);
+/* status 0: reply was produced and memorized (ids valid); else the step
+ * that failed. context: the injection result used for this turn. */
+typedef void (*engram_chat_cb)(engram_chat_turn *turn, int status,
+                               const char *reply,
+                               const engram_context_result *context,
+                               const char *user_id, const char *assistant_id,
+                               void *data);
+
+int engram_chat_new(engram *eg, const char *ns,
+                    const engram_context_options *opts,
+                    engram_complete_fn complete, void *complete_data,
+                    engram_chat **out);
+/* Frees the session; turns in flight are cancelled (their callbacks run
+ * with ENGRAM_ECANCELED). */
+void engram_chat_free(engram_chat *chat);
+int engram_chat_send(engram_chat *chat, const char *message,
+                     engram_chat_cb cb, void *data, engram_chat_turn **out);
+/* The completion step's answer: status 0 and the reply text, or an error. */
+int engram_chat_reply(engram_chat_turn *turn, int status, const char *reply);
+/* Cancels a turn before its callback: the callback follows with
+ * ENGRAM_ECANCELED; a reply given later is ignored. */
+void engram_chat_cancel(engram_chat_turn *turn);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ENGRAM_H */

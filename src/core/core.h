@@ -1,0 +1,49 @@
+/*
+ * core.h — engram's memory model helpers (internal): ids, hashes, time,
+ * UTF-8, JSON metadata checks and the query tokenizer. Pure functions with
+ * no I/O and no loop; safe on any thread unless stated.
+ */
+#ifndef ENGRAM_CORE_H
+#define ENGRAM_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engram.h"
+
+#define CORE_DEFAULT_MAX_CONTENT 65536u
+#define CORE_DEFAULT_IMPORTANCE 0.5
+#define CORE_MAX_NS 256u      /* bytes in a namespace name */
+#define CORE_MAX_REL_KIND 64u /* bytes in a relationship kind */
+
+/* Milliseconds since the Unix epoch (wall clock). */
+int64_t core_now_ms(void);
+
+/* XXH3-64 of the bytes. */
+uint64_t core_hash(const void *p, size_t n);
+
+/* 1 when p[0..n) is well-formed UTF-8 (no overlongs, no surrogates, no NUL
+ * byte: engram text is NUL-terminated), else 0. */
+int core_utf8_valid(const char *p, size_t n);
+/* The largest length <= max that ends on a character boundary of p[0..n). */
+size_t core_utf8_cut(const char *p, size_t n, size_t max);
+
+/* 1 when text is a JSON object, else 0 (and a reason in err). */
+int core_json_is_object(const char *text, char *err, size_t errlen);
+
+/* Namespace names: 1..CORE_MAX_NS bytes of valid UTF-8 without control
+ * characters. */
+int core_ns_valid(const char *ns);
+
+/* Tokenizer for search input: splits text into words (runs of ASCII letters
+ * and digits, and of non-ASCII characters), lower-cases ASCII, and calls
+ * cb for each. Whatever the input, tokens contain no ASCII punctuation or
+ * space, so they can never form query syntax. Returns the token count. */
+typedef void (*core_token_cb)(const char *tok, size_t len, void *data);
+size_t core_tokenize(const char *text, size_t len, core_token_cb cb,
+                     void *data);
+/* 1 when the lower-case word is an English stop word. */
+int core_is_stopword(const char *tok, size_t len);
+
+#endif
