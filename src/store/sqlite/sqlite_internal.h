@@ -1,0 +1,257 @@
+/*
+ * sqlite_internal.h — the SQLite backend's shared state (internal to
+ * src/store/sqlite/).
+ *
+ * One sqlite_store per engram handle. It owns one writer connection, fed by
+ * a queue of batches that commit in groups (sqlite_writer.c), and a pool of
+ * read-only connections handed out in FIFO order (sqlite_pool.c) to point
+ * reads (sqlite_read.c) and to streams (sqlite_stream.c, sqlite_traverse.c).
+ * Every field is touched on the loop thread only, except a connection (and
+ * its cached statements) while the one thread-pool task that holds it runs:
+ * a connection is never used by two threads at once, which is why they are
+ * opened with SQLITE_OPEN_NOMUTEX.
+ *
+ * Closing waits, by callback, until the write queue is empty, every
+ * offloaded task has returned (`tasks`) and every reader is free; only then
+ * are the connections closed, on the thread pool.
+ */
+#ifndef ENGRAM_SQLITE_INTERNAL_H
+#define ENGRAM_SQLITE_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "store/store.h"
+
+#define SQ_SCHEMA_VERSION 1 /* the newest schema this code knows */
+#define SQ_DEFAULT_PATH "./data/engram.db"
+#define SQ_BUSY_TIMEOUT_MS 5000
+#define SQ_MSG_LEN 256
+
+/* The struct that embeds member at ptr. */
+#define SQ_CONTAINER(ptr, type, member)                                        \
+  ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* The columns every memory row is read with, in this order (sqlite_row.c
+ * decodes them starting at a given column index). */
+#define SQ_NODE_COLUMNS                                                        \
+  "m.id, m.ns, m.type, m.content, m.content_hash, m.created_ms, "              \
+  "m.updated_ms, m.accessed_ms, m.importance, m.metadata, m.embedding, "       \
+  "m.embedding_dim"
+#define SQ_NODE_NCOLUMNS 12
+
+/* Statements a reader connection prepares once and keeps (sqlite_pool.c). */
+typedef enum reader_stmt_kind {
+  RS_GET_NS,     /* memory by id in a namespace */
+  RS_GET_ANY,    /* memory by id, any namespace */
+  RS_HISTORY,    /* history of an id in a namespace */
+  RS_RELS,       /* relationships of an id, both directions */
+  RS_LIST_NS,    /* keyset page in one namespace */
+  RS_LIST_ALL,   /* keyset page over all namespaces */
+  RS_SEARCH,     /* FTS5 match, ranked */
+  RS_NEIGHBOURS, /* traverse: ids linked to an id, both directions */
+  RS_COUNT
+} reader_stmt_kind;
+
+typedef struct sqlite_reader {
+  sqlite3 *db;
+  sqlite3_stmt *stmt[RS_COUNT];
+  struct sqlite_reader *next_free;
+} sqlite_reader;
+
+/* A request for a reader: queued on the loop, never on a thread. */
+typedef struct reader_wait reader_wait;
+struct reader_wait {
+  void (*granted)(reader_wait *w, sqlite_reader *rd);
+  reader_wait *prev, *next;
+  int queued;
+};
+
+/* The writer's statements, prepared on first use and kept. */
+typedef enum writer_stmt_kind {
+  WS_FIND_DUP,
+  WS_INSERT,
+  WS_FIND_FOR_CHANGE,
+  WS_UPDATE,
+  WS_DELETE,
+  WS_DELETE_RELS_SOURCE,
+  WS_DELETE_RELS_TARGET,
+  WS_HISTORY,
+  WS_EXISTS,
+  WS_LINK,
+  WS_UNLINK,
+  WS_COUNT
+} writer_stmt_kind;
+
+enum { SS_NEW, SS_OPENING, SS_OPEN, SS_FAILED, SS_CLOSING, SS_CLOSED };
+
+/* One group commit in flight: whole batches taken from the queue. */
+typedef struct write_group {
+  rt_work work;
+  struct sqlite_store *st;
+  store_batch *batches; /* linked by ->next */
+  int committed;        /* COMMIT succeeded */
+} write_group;
+
+typedef struct sqlite_store {
+  struct store head; /* first: a sqlite_store is a store */
+  char *path;
+  int durability;
+  unsigned nreaders;
+  unsigned batch_max;
+  unsigned chunk_rows;
+  int state;
+  uint64_t tasks; /* thread-pool tasks of this store not yet returned */
+
+  /* open */
+  rt_work open_work;
+  store_open_cb open_cb;
+  void *open_data;
+  int open_status;
+  rt_work reject_work; /* an open in the wrong state, refused */
+  store_open_cb reject_cb;
+  void *reject_data;
+  char open_msg[SQ_MSG_LEN];
+
+  /* close */
+  int close_requested;
+  int close_started;
+  rt_work close_work;
+  store_close_cb close_cb;
+  void *close_data;
+
+  /* writer */
+  sqlite3 *writer;
+  sqlite3_stmt *wstmt[WS_COUNT];
+  store_batch *queue_head, *queue_tail;
+  int writing; /* a group is on the thread pool */
+  write_group group;
+
+  /* readers */
+  sqlite_reader *readers; /* nreaders of them */
+  sqlite_reader *free_readers;
+  unsigned readers_held;
+  reader_wait *wait_head, *wait_tail;
+} sqlite_store;
+
+/* sqlite_store.c */
+/* Counts a task of this store and offloads it. */
+int sqlite_offload(sqlite_store *st, rt_work *w, rt_work_fn run,
+                   rt_after_fn after);
+/* Call at the start of every `after` of a task started by sqlite_offload. */
+void sqlite_task_returned(sqlite_store *st);
+/* Starts closing once the store is quiet (no task, no reader, no write). */
+void sqlite_maybe_close(sqlite_store *st);
+
+/* sqlite_schema.c (thread-pool side) */
+/* Opens the writer, sets pragmas, migrates; then opens the readers.
+ * Returns 0 or an ENGRAM_E* code with a message in msg. */
+int sqlite_schema_open(sqlite_store *st, char *msg, size_t msglen);
+/* Finalizes cached statements and closes every connection. */
+void sqlite_schema_close_all(sqlite_store *st);
+
+/* sqlite_pool.c (loop side, except reader_stmt) */
+/* A free reader now, or NULL: then w->granted runs later, on the loop. */
+sqlite_reader *sqlite_reader_acquire(sqlite_store *st, reader_wait *w,
+                                     void (*granted)(reader_wait *,
+                                                     sqlite_reader *));
+/* Takes w out of the wait queue (it was not granted). */
+void sqlite_reader_unwait(sqlite_store *st, reader_wait *w);
+/* Resets and unbinds the reader's statements, gives it to the next waiter. */
+void sqlite_reader_release(sqlite_store *st, sqlite_reader *rd);
+/* The reader's cached statement of that kind, prepared on first use; on the
+ * thread that holds the reader. NULL with *rc set on failure. */
+sqlite3_stmt *sqlite_reader_stmt(sqlite_reader *rd, reader_stmt_kind kind,
+                                 int *rc);
+/* Resets every statement of the reader (ends its read transaction). */
+void sqlite_reader_reset(sqlite_reader *rd);
+
+/* sqlite_row.c (any thread) */
+/* Decodes the SQ_NODE_COLUMNS starting at column col into one owned
+ * allocation (engram_node_free releases it). Returns 0, or ENGRAM_ECORRUPT /
+ * ENGRAM_EUTF8 / ENGRAM_ENOMEM with a message naming the row. */
+int sqlite_row_node(sqlite3_stmt *stmt, int col, engram_node **out, char *msg,
+                    size_t msglen);
+/* Maps an SQLite result code to an ENGRAM_E* code. */
+int sqlite_code(int rc);
+/* Writes "what: sqlite's message" into msg; returns sqlite_code(rc). */
+int sqlite_fail(sqlite3 *db, int rc, const char *what, char *msg,
+                size_t msglen);
+
+/* sqlite_writer.c */
+int sqlite_writer_write(store *base, store_batch *b);
+/* Starts a group when idle and the queue is not empty (loop). */
+void sqlite_writer_kick(sqlite_store *st);
+/* Finalizes the writer's statements (thread pool, at close). */
+void sqlite_writer_finalize(sqlite_store *st);
+
+/* sqlite_read.c */
+int sqlite_read_get(store *base, const char *ns, const char *id,
+                    engram_get_cb cb, void *data);
+int sqlite_read_history(store *base, const char *ns, const char *id,
+                        engram_history_cb cb, void *data);
+int sqlite_read_relationships(store *base, const char *ns, const char *id,
+                              engram_rels_cb cb, void *data);
+
+/* sqlite_stream.c: the cursor machinery shared by the three streams. */
+typedef struct sqlite_item {
+  engram_node *node; /* NULL: a failed row, code and msg say why */
+  int code;
+  char *msg;
+} sqlite_item;
+
+typedef struct sqlite_cursor sqlite_cursor;
+typedef struct cursor_kind {
+  /* Thread pool: produce up to cur->want items with bounded work; set
+   * cur->at_end at the end of data, or cur->rc and cur->msg on failure. */
+  void (*chunk)(sqlite_cursor *cur);
+  /* Frees the kind's own state (after the stream's done). */
+  void (*destroy)(sqlite_cursor *cur);
+} cursor_kind;
+
+struct sqlite_cursor {
+  sqlite_store *st;
+  engram_stream *s;
+  const cursor_kind *kind;
+  sqlite_reader *rd; /* held from the first chunk to the end */
+  reader_wait wait;
+  rt_work work;
+  int running;     /* a chunk is on the thread pool */
+  int emitting;    /* chunk_after is handing items to the consumer */
+  int cancelled;   /* cancel arrived while a chunk ran */
+  atomic_int stop; /* the same, for the chunk on the thread pool to see */
+  int ended;       /* reader released, stream_finish called */
+  int counted;     /* counted in queries_running */
+  int empty;       /* nothing to query: finish at the first pull */
+  size_t want;
+  sqlite_item *items;
+  size_t nitems, items_cap;
+  int at_end;
+  int rc;
+  char msg[SQ_MSG_LEN];
+};
+
+/* Initialises the cursor and attaches it as s's producer. */
+void sqlite_cursor_attach(sqlite_cursor *cur, sqlite_store *st,
+                          engram_stream *s, const cursor_kind *kind);
+/* Worker side: appends a decoded row (or its failure). 0, or ENGRAM_ENOMEM. */
+int sqlite_cursor_push(sqlite_cursor *cur, engram_node *node, int code,
+                       const char *msg);
+/* Chunk worker helper: decode the memory row at column col and push it;
+ * returns 1 when an item (not an error) was pushed. */
+int sqlite_cursor_push_row(sqlite_cursor *cur, sqlite3_stmt *stmt, int col,
+                           double relevance, uint32_t depth);
+
+/* sqlite_match.c: the FTS5 expression for a user's words, in *out (free
+ * it; NULL when there is no word), and how many tokens it has. 0 or
+ * ENGRAM_ENOMEM. */
+int sqlite_match_build(const char *text, size_t len, char **out,
+                       size_t *tokens);
+
+int sqlite_stream_search(store *base, const store_query *q, engram_stream *s);
+int sqlite_stream_list(store *base, const store_query *q, engram_stream *s);
+/* sqlite_traverse.c */
+int sqlite_stream_traverse(store *base, const store_query *q, engram_stream *s);
+
+#endif
