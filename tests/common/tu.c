@@ -1,0 +1,204 @@
+/*
+ * tu.c — test utilities (see tu.h).
+ */
+#include "tu.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "engram_internal.h"
+
+const char *tu_db_path(const char *name) {
+  static char path[1024];
+  static int counter;
+  const char *dir = getenv("ENGRAM_TEST_TMP");
+  if (!dir || !*dir)
+    dir = "/tmp/engram-test";
+  mkdir(dir, 0755);
+  snprintf(path, sizeof path, "%s/%s-%d-%d.db", dir, name, (int)getpid(),
+           counter++);
+  char extra[1100];
+  unlink(path);
+  snprintf(extra, sizeof extra, "%s-wal", path);
+  unlink(extra);
+  snprintf(extra, sizeof extra, "%s-shm", path);
+  unlink(extra);
+  return path;
+}
+
+typedef struct open_state {
+  int done;
+  int status;
+  char message[512];
+} open_state;
+
+static void on_open(engram *eg, int status, const char *message, void *data) {
+  open_state *s = data;
+  (void)eg;
+  s->done = 1;
+  s->status = status;
+  snprintf(s->message, sizeof s->message, "%s", message ? message : "");
+}
+
+void tu_run_until(engram *eg, const int *flag) {
+  while (!*flag)
+    if (uv_run(engram_loop(eg), UV_RUN_ONCE) == 0 && !*flag)
+      break;
+}
+
+static store *wrap_delay(store *inner, void *arg) {
+  return store_delay_new(inner, *(uint64_t *)arg);
+}
+
+static engram *open_with(const char *path, const engram_options *opts,
+                         uint64_t *delay) {
+  engram_options o;
+  if (opts)
+    o = *opts;
+  else
+    engram_options_init(&o);
+  o.db = path;
+  engram *eg = NULL;
+  assert_int_equal(engram_init(&eg, NULL, &o), 0);
+  if (delay)
+    assert_int_equal(engram_wrap_store(eg, wrap_delay, delay), 0);
+  open_state st = {0};
+  assert_int_equal(engram_open(eg, on_open, &st), 0);
+  tu_run_until(eg, &st.done);
+  if (st.status != 0)
+    fail_msg("open %s: %s", path, st.message);
+  return eg;
+}
+
+engram *tu_open(const char *path, const engram_options *opts) {
+  return open_with(path, opts, NULL);
+}
+
+engram *tu_open_delayed(const char *path, const engram_options *opts,
+                        uint64_t delay_ms) {
+  return open_with(path, opts, &delay_ms);
+}
+
+static void on_closed(engram *eg, void *data) {
+  (void)eg;
+  *(int *)data = 1;
+}
+
+void tu_close(engram *eg) {
+  int closed = 0;
+  engram_close(eg, on_closed, &closed);
+  engram_run(eg);
+  assert_true(closed);
+  engram_free(eg);
+}
+
+typedef struct add_state {
+  int done;
+  int status;
+  char id[ENGRAM_ID_LEN + 1];
+} add_state;
+
+static void on_added(int status, engram_op *ops, size_t n, void *data) {
+  add_state *s = data;
+  s->done = 1;
+  s->status = status;
+  if (status == 0 && n > 0)
+    memcpy(s->id, ops[0].result_id, sizeof s->id);
+}
+
+int tu_add(engram *eg, const char *ns, const char *content, engram_type type,
+           char out[ENGRAM_ID_LEN + 1]) {
+  engram_op op = {.kind = ENGRAM_OP_ADD, .ns = ns, .type = type,
+                  .content = content};
+  add_state s = {0};
+  int rc = engram_write(eg, &op, 1, on_added, &s);
+  if (rc != 0)
+    return rc;
+  tu_run_until(eg, &s.done);
+  if (s.status == 0 && out)
+    memcpy(out, s.id, ENGRAM_ID_LEN + 1);
+  return s.status;
+}
+
+typedef struct many_state {
+  int outstanding;
+  int status;
+} many_state;
+
+static void on_batch(int status, engram_op *ops, size_t n, void *data) {
+  many_state *s = data;
+  (void)ops;
+  (void)n;
+  s->outstanding--;
+  if (status != 0 && s->status == 0)
+    s->status = status;
+}
+
+int tu_add_many(engram *eg, const char *ns, size_t n,
+                const char *(*make)(size_t i, void *arg), void *arg) {
+  enum { BATCH = 256 };
+  engram_op ops[BATCH];
+  many_state s = {0, 0};
+  size_t i = 0;
+  while (i < n) {
+    size_t k = 0;
+    memset(ops, 0, sizeof ops);
+    /* make() may reuse a static buffer: engram_write copies each batch
+     * before returning, but within a batch every content must differ in
+     * memory, so keep copies until the write call returns. */
+    char *copies[BATCH];
+    for (; k < BATCH && i < n; k++, i++) {
+      copies[k] = strdup(make(i, arg));
+      ops[k] = (engram_op){.kind = ENGRAM_OP_ADD, .ns = ns,
+                           .type = ENGRAM_EPISODIC, .content = copies[k]};
+    }
+    int rc = engram_write(eg, ops, k, on_batch, &s);
+    for (size_t j = 0; j < k; j++)
+      free(copies[j]);
+    if (rc != 0)
+      return rc;
+    s.outstanding++;
+    while (s.outstanding >= 8)
+      uv_run(engram_loop(eg), UV_RUN_ONCE);
+  }
+  while (s.outstanding > 0)
+    uv_run(engram_loop(eg), UV_RUN_ONCE);
+  return s.status;
+}
+
+typedef struct count_state {
+  size_t n;
+  int done;
+} count_state;
+
+static void count_item(engram_stream *s, const engram_node *node, void *data) {
+  (void)node;
+  count_state *c = data;
+  c->n++;
+  engram_stream_request(s, 1);
+}
+
+static void count_done(engram_stream *s, int status, void *data) {
+  (void)s;
+  assert_int_equal(status, 0);
+  ((count_state *)data)->done = 1;
+}
+
+size_t tu_count(engram *eg, const char *ns) {
+  count_state c = {0, 0};
+  engram_stream_cbs cbs = {count_item, NULL, count_done, &c};
+  engram_query q = {.ns = ns};
+  engram_stream *s;
+  assert_int_equal(engram_list(eg, &q, &cbs, &s), 0);
+  engram_stream_request(s, 64);
+  tu_run_until(eg, &c.done);
+  return c.n;
+}
