@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #ifdef __cplusplus
@@ -157,6 +158,7 @@ typedef struct engram_stats {
   uint64_t writes_committed;
   uint64_t write_batches;   /* group commits */
   uint64_t items_failed;    /* per-item errors reported by streams */
+  uint64_t pool_tasks;      /* thread-pool tasks queued or running */
 } engram_stats;
 void engram_get_stats(engram *eg, engram_stats *out);
 
@@ -444,6 +446,44 @@ int engram_chat_reply(engram_chat_turn *turn, int status, const char *reply);
 /* Cancels a turn before its callback: the callback follows with
  * ENGRAM_ECANCELED; a reply given later is ignored. */
 void engram_chat_cancel(engram_chat_turn *turn);
+
+/* ------------------------------------------------------- the HTTP service */
+
+/* engram serve: an HTTP/1.1 (and HTTP/2) JSON service on the handle's loop
+ * (h2o on libuv: no second loop, no thread per connection). */
+typedef struct engram_server engram_server;
+
+typedef enum engram_log_format {
+  ENGRAM_LOG_TEXT = 0,
+  ENGRAM_LOG_JSON = 1,
+} engram_log_format;
+
+typedef struct engram_server_options {
+  const char *listen;       /* "HOST:PORT"; NULL: "127.0.0.1:8420" */
+  const char *keys_file;    /* NULL: no keys (then only loopback binds) */
+  size_t max_body;          /* request body limit in bytes; 0: 1 MiB */
+  engram_log_format log_format;
+  FILE *access_log;         /* NULL: stderr */
+  unsigned max_inflight;    /* requests at once before 429; 0: 4096 */
+  uint64_t io_timeout_ms;   /* idle connection / slow client; 0: 10000 */
+  uint64_t request_timeout_ms; /* default deadline of a request; 0: 10000 */
+} engram_server_options;
+
+void engram_server_options_init(engram_server_options *opts);
+
+/* Starts listening. On error returns it and writes a sentence for a person
+ * into err (a keys file that cannot be read, a non-loopback address without
+ * keys, an address in use). The handle must be open. */
+int engram_server_start(engram *eg, const engram_server_options *opts,
+                        engram_server **out, char *err, size_t errlen);
+/* The port actually bound (useful with port 0). */
+int engram_server_port(const engram_server *srv);
+typedef void (*engram_server_stop_cb)(engram_server *srv, void *data);
+/* Graceful stop: stops accepting, lets in-flight requests finish and their
+ * responses be written, closes idle connections, then calls cb; the server
+ * is freed after cb returns. The engram handle stays open. */
+void engram_server_stop(engram_server *srv, engram_server_stop_cb cb,
+                        void *data);
 
 #ifdef __cplusplus
 }

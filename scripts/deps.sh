@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libuv1-dev libsqlite3-dev libjansson-dev libxxhash-dev libcmocka-dev
+  libh2o-dev
 )
 
 missing=()

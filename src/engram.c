@@ -178,6 +178,7 @@ void engram_get_stats(engram *eg, engram_stats *out) {
   memset(out, 0, sizeof *out);
   out->streams_open = eg->rt.streams_open;
   out->items_failed = eg->rt.items_failed;
+  out->pool_tasks = eg->rt.work_inflight;
   out->queries_running = eg->base->queries_running;
   out->writes_committed = eg->base->writes_committed;
   out->write_batches = eg->base->write_batches;

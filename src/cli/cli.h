@@ -70,6 +70,7 @@ int cmd_export(cli *c, int argc, char **argv);
 int cmd_demo(cli *c, int argc, char **argv);
 int cmd_context(cli *c, int argc, char **argv);
 int cmd_remember(cli *c, int argc, char **argv);
+int cmd_serve(cli *c, int argc, char **argv);
 int cmd_help(cli *c, int argc, char **argv);
 
 /* ---------------------------------------------------------------- args.c */

@@ -178,6 +178,32 @@ static const cli_command commands[] = {
      "\n"
      "example:\n"
      "  engram remember --user \"I prefer tea\" --assistant \"Noted.\"\n"},
+    {"serve", cmd_serve, "serve [options]",
+     "run the HTTP service (JSON API, streaming search, mem0-compatible API)",
+     "Serves --db over HTTP on the same event loop as the store, until\n"
+     "SIGTERM or SIGINT: then it stops accepting, finishes the requests in\n"
+     "flight and closes the store. Each option can also be set by the\n"
+     "environment variable in brackets. See docs/api.md for the routes.\n"
+     "\n"
+     "options:\n"
+     "  --listen HOST:PORT    where to listen (default 127.0.0.1:8420)\n"
+     "                        [ENGRAM_LISTEN]\n"
+     "  --keys FILE           API keys: one per line, then the namespaces it\n"
+     "                        may use (* for all). Without keys, only a\n"
+     "                        loopback address is accepted [ENGRAM_KEYS]\n"
+     "  --max-body BYTES      largest request body (default 1048576)\n"
+     "                        [ENGRAM_MAX_BODY]\n"
+     "  --max-inflight N      requests at once before 429 (default 4096)\n"
+     "                        [ENGRAM_MAX_INFLIGHT]\n"
+     "  --io-timeout MS       idle or slow connections are closed after this\n"
+     "                        (default 10000) [ENGRAM_IO_TIMEOUT]\n"
+     "  --log-format F        access log on stderr: text or json (default\n"
+     "                        text) [ENGRAM_LOG_FORMAT]\n"
+     "  (--db also reads ENGRAM_DB)\n"
+     "\n"
+     "example:\n"
+     "  engram serve --listen 127.0.0.1:8420\n"
+     "  curl -s localhost:8420/healthz\n"},
     {"demo", cmd_demo, "demo",
      "store a few example memories, link and search them",
      "Stores six memories in namespace demo (or --ns) of --db, linking two,\n"
@@ -190,8 +216,8 @@ static const cli_command commands[] = {
      "example:\n"
      "  engram help search\n"},
     /* Extension point: later commands are rows here and cmd_*.c files,
-     * e.g. serve (the HTTP service) and eval (LoCoMo recall). They are
-     * deliberately absent until they work. */
+     * e.g. eval (LoCoMo recall). It is deliberately absent until it
+     * works. */
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
