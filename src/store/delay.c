@@ -70,7 +70,7 @@ static void inner_item(engram_stream *s, const engram_node *node, void *data) {
 static void inner_error(engram_stream *s, int code, const char *message,
                         void *data) {
   (void)s;
-  stream_emit_error(((delayed *)data)->outer, code, message);
+  stream_forward_error(((delayed *)data)->outer, code, message);
 }
 
 static void inner_done(engram_stream *s, int status, void *data) {
