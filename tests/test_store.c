@@ -575,6 +575,43 @@ static void test_search_ranking(void **state) {
   tu_close(eg);
 }
 
+/* A word found in every memory of a small namespace still scores: the idf
+ * of engram_rank() stays positive where FTS5's bm25() clamps it to 1e-6. */
+static void test_search_common_words_still_score(void **state) {
+  (void)state;
+  engram *eg = open_fresh("search-common", NULL);
+  char lisbon[ENGRAM_ID_LEN + 1], tea[ENGRAM_ID_LEN + 1];
+  add_ok(eg, NS, "Alice moved to Lisbon in March", ENGRAM_SEMANTIC, lisbon);
+  add_ok(eg, NS, "Alice prefers green tea", ENGRAM_SEMANTIC, tea);
+
+  stu_coll c;
+  engram_query q = {.ns = NS, .text = "alice"};
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 2);
+  for (size_t i = 0; i < c.n; i++)
+    assert_true(c.nodes[i]->relevance > 0.05);
+  /* The shorter memory ranks first for a word both hold once (BM25's
+   * length normalization). */
+  assert_string_equal(c.nodes[0]->id, tea);
+  stu_coll_free(&c);
+
+  /* The rarer word decides: "lisbon" is in one memory, "alice" in both. */
+  q.text = "alice lisbon";
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 2);
+  assert_string_equal(c.nodes[0]->id, lisbon);
+  assert_true(c.nodes[0]->relevance > c.nodes[1]->relevance + 0.1);
+  stu_coll_free(&c);
+
+  /* A usable threshold: keeps the two-word match, drops the one-word one. */
+  q.min_relevance = 0.3;
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.nodes[0]->id, lisbon);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
 static void test_search_stopwords_and_empty(void **state) {
   (void)state;
   engram *eg = open_fresh("search-stop", NULL);
@@ -1452,6 +1489,7 @@ int main(void) {
       cmocka_unit_test(test_delete_and_history),
       cmocka_unit_test(test_link_unlink),
       cmocka_unit_test(test_search_ranking),
+      cmocka_unit_test(test_search_common_words_still_score),
       cmocka_unit_test(test_search_stopwords_and_empty),
       cmocka_unit_test(test_list_order_and_filters),
       cmocka_unit_test(test_list_pagination_under_inserts),

@@ -254,4 +254,7 @@ int sqlite_stream_list(store *base, const store_query *q, engram_stream *s);
 /* sqlite_traverse.c */
 int sqlite_stream_traverse(store *base, const store_query *q, engram_stream *s);
 
+/* Registers engram_rank() (sqlite_rank.c) on a connection that searches. */
+int sqlite_rank_register(sqlite3 *db);
+
 #endif

@@ -35,11 +35,12 @@ static const char *const reader_sql[RS_COUNT] = {
     [RS_LIST_ALL] = "SELECT " SQ_NODE_COLUMNS " FROM memories m WHERE m.id > ?2"
                     " AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)"
                     " ORDER BY m.id",
-    /* rank is bm25(): negative, lower is better. */
+    /* rank is engram_rank() (sqlite_rank.c): negative, lower is better. */
     [RS_SEARCH] = "SELECT " SQ_NODE_COLUMNS ", memories_fts.rank"
                   " FROM memories_fts JOIN memories m"
                   " ON m.rowid = memories_fts.rowid"
-                  " WHERE memories_fts MATCH ?1 AND m.ns = ?2"
+                  " WHERE memories_fts MATCH ?1"
+                  " AND memories_fts.rank MATCH 'engram_rank()' AND m.ns = ?2"
                   " AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)"
                   " ORDER BY memories_fts.rank",
     [RS_NEIGHBOURS] = "SELECT target FROM relationships"

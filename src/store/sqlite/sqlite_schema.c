@@ -261,6 +261,12 @@ static int open_readers(sqlite_store *st, char *msg, size_t msglen) {
     }
     sqlite3_extended_result_codes(rd->db, 1);
     sqlite3_busy_timeout(rd->db, SQ_BUSY_TIMEOUT_MS);
+    rc = sqlite_rank_register(rd->db);
+    if (rc != SQLITE_OK) {
+      snprintf(msg, msglen, "cannot register the ranking function: %s",
+               sqlite3_errstr(rc));
+      return ENGRAM_EIO;
+    }
     rd->next_free = st->free_readers;
     st->free_readers = rd;
   }
