@@ -1,5 +1,5 @@
 # engram — the two commands of the README, and a few more.
-#   make run    install missing Debian packages, build, run engram
+#   make run    install missing Debian packages, build, start engram serve on ./data/engram.db
 #   make test   install missing packages, build with -Werror, ASan and UBSan, run every test
 #   make bench  build optimized, run the benchmarks (results: docs/benchmarks.md)
 
@@ -7,6 +7,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-test
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DB         ?= ./data/engram.db
+LISTEN     ?= 127.0.0.1:8420
 
 .PHONY: all deps build run test bench clean
 
@@ -20,7 +21,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	@./$(BUILD)/engram demo --db $(DB)
+	@./$(BUILD)/engram serve --db $(DB) --listen $(LISTEN)
 
 test: deps
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DENGRAM_WERROR=ON -DENGRAM_SANITIZE=ON >/dev/null

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libuv1-dev libsqlite3-dev libjansson-dev libxxhash-dev libcmocka-dev
-  libh2o-dev
+  libh2o-dev curl
 )
 
 missing=()
@@ -14,6 +14,12 @@ for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
   fi
+done
+# Tools wanted as commands, from Debian's packages when they are missing:
+# node and npm run mem0's own client in tests/http_mem0.sh (a node from
+# elsewhere, with its own npm, does as well).
+for pair in node:nodejs npm:npm; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -113,6 +113,11 @@ http_keys *http_keys_load(const char *path, char *err, size_t errlen) {
     if (!key->token)
       ok = 0;
   }
+  if (ok && ferror(f)) { /* a directory opens, then fails to read */
+    snprintf(err, errlen, "cannot read the keys file %s: %s", path,
+             strerror(errno));
+    ok = 0;
+  }
   free(line);
   fclose(f);
   if (ok && k->n == 0) {

@@ -69,7 +69,8 @@ struct http_req {
   int released;     /* the route called http_req_done() */
   void *anchor;     /* the dispose hook in h2o's pool (see request.c) */
   /* Called once when the client goes away while the route still holds the
-   * request (a cancellation point); may be NULL. */
+   * request (a cancellation point); may be NULL. It may release r
+   * (http_req_done) when nothing of the route is left running. */
   void (*on_gone)(http_req *r);
   void *op;         /* the route's own state */
 };
@@ -177,6 +178,8 @@ struct engram_server {
   uint32_t id_salt;
   int stopping;
   uv_timer_t finish_timer; /* disposes of h2o's context after a stop */
+  uv_timer_t grace_timer;  /* ends a stop that slow clients hold up */
+  int timers_closed;
   engram_server_stop_cb stop_cb;
   void *stop_data;
   http_metrics *metrics;

@@ -43,10 +43,10 @@ static void anchor_dispose(void *p) {
   http_metrics_request(r->srv, r->route ? r->route->name : "unknown",
                        r->status, (double)(uv_hrtime() - r->start_ns) / 1e6);
   http_server *srv = r->srv;
-  if (!r->released && r->on_gone)
-    r->on_gone(r);
   if (r->released)
     req_free(r);
+  else if (r->on_gone)
+    r->on_gone(r); /* may release r (http_req_done then frees it) */
   http_server_request_ended(srv);
 }
 
@@ -121,8 +121,40 @@ static void send_body(http_req *r, int status, const char *type,
   h2o_send_inline(r->req, body, len);
 }
 
+/* 1 when every real in v reads back identical from 15 digits. */
+static int short_enough(const json_t *v) {
+  char buf[32];
+  size_t i;
+  const char *key;
+  json_t *item;
+  switch (json_typeof(v)) {
+  case JSON_REAL:
+    snprintf(buf, sizeof buf, "%.15g", json_real_value(v));
+    return strtod(buf, NULL) == json_real_value(v);
+  case JSON_OBJECT:
+    json_object_foreach((json_t *)v, key, item) {
+      if (!short_enough(item))
+        return 0;
+    }
+    return 1;
+  case JSON_ARRAY:
+    json_array_foreach(v, i, item) {
+      if (!short_enough(item))
+        return 0;
+    }
+    return 1;
+  default:
+    return 1;
+  }
+}
+
 void http_reply_json(http_req *r, int status, json_t *obj) {
-  char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+  /* 15 digits print the numbers people typed as they typed them (0.9, not
+   * 0.90000000000000002); 17, which always read back exactly, only when a
+   * real needs them. */
+  size_t prec = obj && !short_enough(obj) ? JSON_REAL_PRECISION(17)
+                                          : JSON_REAL_PRECISION(15);
+  char *text = obj ? json_dumps(obj, JSON_COMPACT | prec) : NULL;
   if (obj)
     json_decref(obj);
   if (!text) {

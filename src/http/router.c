@@ -12,9 +12,10 @@ static const http_route *const tables[] = {
     http_routes_mem0};
 #define N_TABLES (sizeof tables / sizeof tables[0])
 
-/* Matches path (no query) against pattern; fills r->params. 1 on match. */
+/* Matches path (no query) against pattern; fills r->params. 1 on match.
+ * forgive: a trailing slash the pattern lacks is accepted too. */
 static int match(const char *pattern, const char *path, size_t len,
-                 http_req *r, int capture) {
+                 http_req *r, int capture, int forgive) {
   const char *p = pattern;
   size_t i = 0;
   int np = 0;
@@ -39,24 +40,28 @@ static int match(const char *pattern, const char *path, size_t len,
     i++;
   }
   /* A trailing slash is forgiven (mem0's client adds them). */
-  if (*p == '\0' && i == len - 1 && path[i] == '/')
+  if (forgive && *p == '\0' && i == len - 1 && path[i] == '/')
     return 1;
   return *p == '\0' && i == len;
 }
 
+/* Exact matches first, then with a forgiven trailing slash: a route whose
+ * pattern ends in '/' (mem0's "/v1/memories/:id/") wins over one that
+ * only forgives the slash (the native "/v1/memories/:id"). */
 static const http_route *find_route(http_req *r, const char *path,
                                     size_t len, int *path_known) {
   *path_known = 0;
-  for (size_t t = 0; t < N_TABLES; t++)
-    for (const http_route *rt = tables[t]; rt->method; rt++) {
-      if (!match(rt->pattern, path, len, r, 0))
-        continue;
-      *path_known = 1;
-      if (strcmp(rt->method, r->method) == 0) {
-        match(rt->pattern, path, len, r, 1);
-        return rt;
+  for (int forgive = 0; forgive <= 1; forgive++)
+    for (size_t t = 0; t < N_TABLES; t++)
+      for (const http_route *rt = tables[t]; rt->method; rt++) {
+        if (!match(rt->pattern, path, len, r, 0, forgive))
+          continue;
+        *path_known = 1;
+        if (strcmp(rt->method, r->method) == 0) {
+          match(rt->pattern, path, len, r, 1, forgive);
+          return rt;
+        }
       }
-    }
   return NULL;
 }
 
@@ -92,11 +97,19 @@ static int parse_body(http_req *r) {
   if (!e.base || e.len == 0)
     return 1;
   json_error_t err;
-  json_t *v = json_loadb(e.base, e.len, JSON_REJECT_DUPLICATES, &err);
+  /* DECODE_ANY: a body that is valid JSON but not an object is told so
+   * below, rather than as a syntax error. */
+  json_t *v = json_loadb(e.base, e.len,
+                         JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
   if (!v) {
-    http_error(r, 400, "malformed_json",
-               "the body is not valid JSON (line %d, column %d: %s)", err.line,
-               err.column, err.text);
+    if (json_error_code(&err) == json_error_invalid_utf8)
+      http_error(r, 400, "malformed_json",
+                 "the body is not valid UTF-8 (line %d, column %d: %s)",
+                 err.line, err.column, err.text);
+    else
+      http_error(r, 400, "malformed_json",
+                 "the body is not valid JSON (line %d, column %d: %s)",
+                 err.line, err.column, err.text);
     return 0;
   }
   if (!json_is_object(v)) {

@@ -41,6 +41,7 @@ int http_dispatch(h2o_handler_t *self, h2o_req_t *req); /* router.c */
 
 static void maybe_finish_stop(http_server *srv);
 static void finish_stop(uv_timer_t *t);
+static void shut_idle_connections(http_server *srv);
 
 static void on_conn_closed(uv_handle_t *h) {
   http_conn *c = (http_conn *)h;
@@ -77,6 +78,99 @@ static void on_accept(uv_stream_t *listener, int status) {
   h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp,
                                             on_conn_closed);
   h2o_accept(&srv->accept_ctx, sock);
+}
+
+/* ------------------------------------------------------ h2o's own errors */
+
+/* h2o answers a few requests itself, before any handler runs: a body over
+ * max_body gets "413 request entity is too large" in text/plain. A filter
+ * on the host's fallback path, where h2o binds those requests, rewrites
+ * such answers into engram's shape — the JSON error, an X-Request-Id, an
+ * access log line, a metrics count — so that clients parse every error one
+ * way. Responses of engram's routes carry X-Request-Id and pass untouched. */
+typedef struct error_filter {
+  h2o_filter_t super;
+  http_server *srv;
+} error_filter;
+
+typedef struct error_ostream {
+  h2o_ostream_t super;
+  h2o_iovec_t body;
+  int sent;
+} error_ostream;
+
+/* Sends engram's body in place of h2o's. */
+static void error_do_send(h2o_ostream_t *self, h2o_req_t *req,
+                          h2o_iovec_t *bufs, size_t n, h2o_send_state_t state) {
+  error_ostream *o = (error_ostream *)self;
+  (void)bufs;
+  (void)n;
+  h2o_iovec_t *out = o->sent ? NULL : &o->body;
+  o->sent = 1;
+  h2o_ostream_send_next(self, req, out, out ? 1 : 0, state);
+}
+
+static void error_setup_ostream(h2o_filter_t *self, h2o_req_t *req,
+                                h2o_ostream_t **slot) {
+  http_server *srv = ((error_filter *)self)->srv;
+  http_req *r = NULL;
+  if (req->res.status >= 400 &&
+      h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"),
+                             -1) < 0)
+    r = http_req_new(srv, req);
+  if (r) {
+    size_t ml = req->method.len < sizeof r->method - 1 ? req->method.len
+                                                       : sizeof r->method - 1;
+    memcpy(r->method, req->method.base, ml);
+    const char *q = memchr(req->path.base, '?', req->path.len);
+    size_t pl = q ? (size_t)(q - req->path.base) : req->path.len;
+    memcpy(r->path, req->path.base,
+           pl < sizeof r->path ? pl : sizeof r->path - 1);
+    char msg[256];
+    const char *code = "bad_request";
+    if (req->res.status == 413) {
+      code = "too_large";
+      snprintf(msg, sizeof msg,
+               "the request body is over this server's limit of %zu bytes "
+               "(--max-body)",
+               srv->opts.max_body);
+    } else if (req->res.status == 400) {
+      snprintf(msg, sizeof msg,
+               "the request could not be read (%s): check its Content-Length "
+               "or chunked encoding",
+               req->res.reason ? req->res.reason : "invalid");
+    } else {
+      snprintf(msg, sizeof msg, "%s", req->res.reason ? req->res.reason : "");
+    }
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message",
+                          msg);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (text) {
+      size_t len = strlen(text);
+      char *body = h2o_mem_alloc_pool(&req->pool, len + 1);
+      memcpy(body, text, len);
+      body[len++] = '\n';
+      free(text);
+      h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                     H2O_STRLIT("application/json"), 1);
+      h2o_add_header_by_str(&req->pool, &req->res.headers,
+                            H2O_STRLIT("x-request-id"), 0, NULL, r->id,
+                            strlen(r->id));
+      req->res.content_length = len;
+      error_ostream *os =
+          (error_ostream *)h2o_add_ostream(req, sizeof *os, slot);
+      os->super.do_send = error_do_send;
+      os->body = h2o_iovec_init(body, len);
+      os->sent = 0; /* h2o's pool memory is not zeroed */
+      slot = &os->super.next;
+      r->bytes = len;
+    }
+    r->responded = 1;
+    r->status = req->res.status;
+    http_req_done(r); /* the anchor logs it when h2o is done */
+  }
+  h2o_setup_next_ostream(req, slot);
 }
 
 /* ------------------------------------------------------------- listening */
@@ -206,6 +300,10 @@ int engram_server_start(engram *eg, const engram_server_options *opts,
                                                             sizeof(srv));
   handler->on_req = http_dispatch;
   memcpy(handler + 1, &srv, sizeof srv); /* the router finds srv here */
+  error_filter *ef = (error_filter *)h2o_create_filter(&hostconf->fallback_path,
+                                                       sizeof *ef);
+  ef->super.on_setup_ostream = error_setup_ostream;
+  ef->srv = srv;
 
   h2o_context_init(&srv->ctx, srv->loop, &srv->config);
   srv->accept_ctx.ctx = &srv->ctx;
@@ -244,6 +342,8 @@ static void on_listener_closed(uv_handle_t *h) {
   maybe_finish_stop(srv);
 }
 
+/* Shuts every connection down (idle ones, after the in-flight requests are
+ * done; all of them when the grace period ran out). */
 static void shut_idle_connections(http_server *srv) {
   for (http_conn *c = srv->conns; c; c = c->next) {
     uv_os_fd_t fd;
@@ -283,9 +383,20 @@ static int timeouts_idle(h2o_context_t *ctx) {
 
 static void free_after_timer_closed(uv_handle_t *h) {
   http_server *srv = h->data;
+  if (++srv->timers_closed < 2)
+    return;
   if (srv->stop_cb)
     srv->stop_cb(srv, srv->stop_data);
   server_free(srv);
+}
+
+/* A client that stops reading keeps its response — and so its request —
+ * in flight for as long as it likes (h2o has no write timeout for
+ * HTTP/1.1). Past the grace period, every connection is shut down: the
+ * pending writes fail, h2o closes the connections, and the stop goes on. */
+static void grace_expired(uv_timer_t *t) {
+  http_server *srv = t->data;
+  shut_idle_connections(srv);
 }
 
 static void finish_stop(uv_timer_t *t) {
@@ -299,6 +410,7 @@ static void finish_stop(uv_timer_t *t) {
   }
   h2o_context_dispose(&srv->ctx);
   h2o_config_dispose(&srv->config);
+  uv_close((uv_handle_t *)&srv->grace_timer, free_after_timer_closed);
   uv_close((uv_handle_t *)&srv->finish_timer, free_after_timer_closed);
 }
 
@@ -316,6 +428,9 @@ void engram_server_stop(engram_server *srv, engram_server_stop_cb cb,
   srv->stop_data = data;
   uv_timer_init(srv->loop, &srv->finish_timer);
   srv->finish_timer.data = srv;
+  uv_timer_init(srv->loop, &srv->grace_timer);
+  srv->grace_timer.data = srv;
+  uv_timer_start(&srv->grace_timer, grace_expired, srv->opts.io_timeout_ms, 0);
   h2o_context_request_shutdown(&srv->ctx);
   uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
 }
