@@ -25,14 +25,16 @@ export ENGRAM_BENCH_TMP="$tmp"
 # when missing and allowed; without it bench_http says so and measures its
 # in-process side only.
 if ! command -v wrk >/dev/null 2>&1; then
+  wrk_install=
   if [ "$(id -u)" -eq 0 ]; then
-    wrk_sudo=()
+    wrk_install="apt-get"
   elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    wrk_sudo=(sudo -n)
+    wrk_install="sudo -n env DEBIAN_FRONTEND=noninteractive apt-get"
   fi
-  if [ -n "${wrk_sudo+set}" ]; then
+  if [ -n "$wrk_install" ]; then
     echo "bench.sh: installing wrk for bench_http" >&2
-    DEBIAN_FRONTEND=noninteractive "${wrk_sudo[@]}" apt-get install -y -qq \
+    # shellcheck disable=SC2086 # "sudo -n env ... apt-get" is meant to split
+    DEBIAN_FRONTEND=noninteractive $wrk_install install -y -qq \
       --no-install-recommends wrk >/dev/null 2>&1 ||
       echo "bench.sh: could not install wrk: bench_http skips its HTTP side" >&2
   else
