@@ -229,8 +229,13 @@ static int open_writer(sqlite_store *st, char *msg, size_t msglen) {
   const char *sync = st->durability == ENGRAM_DURABILITY_FULL
                          ? "PRAGMA synchronous = FULL"
                          : "PRAGMA synchronous = NORMAL";
+  /* temp_store = MEMORY: each batch of a group commit runs in a SAVEPOINT
+   * whose sub-journal would otherwise spill to a temporary file past 64 KiB
+   * (13 page writes per ADD measured, against 1.3 in memory); the cost is
+   * the pages one batch touches, held in memory until it is released. */
   if ((rc = exec(db, "PRAGMA journal_mode = WAL")) != SQLITE_OK ||
-      (rc = exec(db, sync)) != SQLITE_OK) {
+      (rc = exec(db, sync)) != SQLITE_OK ||
+      (rc = exec(db, "PRAGMA temp_store = MEMORY")) != SQLITE_OK) {
     int code = open_failed(db, rc, st->path, msg, msglen);
     sqlite3_close(db);
     return code;
