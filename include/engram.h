@@ -151,12 +151,17 @@ uv_loop_t *engram_loop(engram *eg);
  * For programs that let engram own the loop; never call from a callback. */
 int engram_run(engram *eg);
 
+#define ENGRAM_BATCH_BUCKETS 7
+
 /* Counters for tests and metrics. */
 typedef struct engram_stats {
   uint64_t streams_open;    /* streams whose done callback has not run */
   uint64_t queries_running; /* storage statements started and not finished */
   uint64_t writes_committed;
   uint64_t write_batches;   /* group commits */
+  /* Group commits by the number of ops they committed: bucket i counts
+   * groups of at most 4^i ops (1, 4, 16, 64, 256, 1024); the last, larger. */
+  uint64_t write_batch_sizes[ENGRAM_BATCH_BUCKETS];
   uint64_t items_failed;    /* per-item errors reported by streams */
   uint64_t pool_tasks;      /* thread-pool tasks queued or running */
 } engram_stats;

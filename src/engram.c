@@ -182,6 +182,8 @@ void engram_get_stats(engram *eg, engram_stats *out) {
   out->queries_running = eg->base->queries_running;
   out->writes_committed = eg->base->writes_committed;
   out->write_batches = eg->base->write_batches;
+  memcpy(out->write_batch_sizes, eg->base->write_batch_sizes,
+         sizeof out->write_batch_sizes);
 }
 
 rt *engram_rt(engram *eg) { return &eg->rt; }

@@ -264,6 +264,11 @@ static void test_write_batch_max_splits_groups(void **state) {
   engram_stats s = stu_stats(eg);
   assert_int_equal(s.writes_committed, 6);
   assert_int_equal(s.write_batches, 3); /* 2 ops per group at most */
+  /* Each group of 2 ops falls in the "at most 4" bucket. */
+  assert_int_equal(s.write_batch_sizes[0], 0);
+  assert_int_equal(s.write_batch_sizes[1], 3);
+  for (int i = 2; i < ENGRAM_BATCH_BUCKETS; i++)
+    assert_int_equal(s.write_batch_sizes[i], 0);
   tu_close(eg);
 }
 

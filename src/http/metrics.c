@@ -156,6 +156,21 @@ char *http_metrics_text(http_server *srv, size_t *len) {
              (unsigned long long)counter_value(m, "context_timed_out"),
              (unsigned long long)st.writes_committed,
              (unsigned long long)st.write_batches);
+  buf_adds(&b, "# HELP engram_store_write_batch_size Ops per group commit.\n"
+               "# TYPE engram_store_write_batch_size histogram\n");
+  uint64_t cum = 0, limit = 1;
+  for (unsigned i = 0; i + 1 < ENGRAM_BATCH_BUCKETS; i++, limit *= 4) {
+    cum += st.write_batch_sizes[i];
+    buf_printf(&b, "engram_store_write_batch_size_bucket{le=\"%llu\"} %llu\n",
+               (unsigned long long)limit, (unsigned long long)cum);
+  }
+  cum += st.write_batch_sizes[ENGRAM_BATCH_BUCKETS - 1];
+  buf_printf(&b,
+             "engram_store_write_batch_size_bucket{le=\"+Inf\"} %llu\n"
+             "engram_store_write_batch_size_sum %llu\n"
+             "engram_store_write_batch_size_count %llu\n",
+             (unsigned long long)cum, (unsigned long long)st.writes_committed,
+             (unsigned long long)st.write_batches);
   if (b.oom) {
     buf_free(&b);
     return NULL;

@@ -88,8 +88,12 @@ struct store {
   const engram_options *opts;
   uint64_t writes_committed;
   uint64_t write_batches;
+  uint64_t write_batch_sizes[ENGRAM_BATCH_BUCKETS]; /* see engram_stats */
   uint64_t queries_running; /* statements started and not yet reset */
 };
+
+/* Counts one group commit of ops writes in the store's statistics. */
+void store_count_group(store *st, uint64_t ops);
 
 /* Backends. */
 store *store_sqlite_new(rt *r, const engram_options *opts);

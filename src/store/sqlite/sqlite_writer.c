@@ -552,10 +552,11 @@ static void group_after(rt_work *w, int status) {
     for (store_batch *b = done; b; b = b->next)
       fail_batch(b, ENGRAM_ECANCELED, "the write was cancelled");
   } else if (g->committed) {
-    st->head.write_batches++;
+    uint64_t ops = 0;
     for (store_batch *b = done; b; b = b->next)
       if (b->status == 0)
-        st->head.writes_committed += b->n;
+        ops += b->n;
+    store_count_group(&st->head, ops);
   }
   /* The next group starts before these callbacks run: they may be slow,
    * and the writer need not wait for them. */
