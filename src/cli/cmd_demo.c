@@ -1,5 +1,5 @@
 /*
- * cmd_demo.c — `engram demo`, what `make run` shows: store a handful of
+ * cmd_demo.c — `engram demo`, a first look without a server: store a handful of
  * varied memories (with de-duplication, so a second run stores nothing
  * new), relate two of them, search, and say in plain words what happened
  * at each step, ending with commands to try next.
