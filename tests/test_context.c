@@ -462,6 +462,24 @@ static void test_chat_session(void **state) {
   assert_int_equal(c.done, 1);
   assert_int_equal(tu_count(eg, "s"), 7);
 
+  /* Cancelled, and the completion replies at once, before the cancellation
+   * is delivered: one callback, ECANCELED, nothing memorized. */
+  c.done = 0;
+  assert_int_equal(engram_chat_send(chat, "dog", on_chat, &c, &turn), 0);
+  while (c.completions < 5)
+    uv_run(engram_loop(eg), UV_RUN_ONCE);
+  uv_timer_stop(&c.timer);
+  engram_chat_cancel(turn);
+  engram_chat_turn *late = c.pending;
+  c.pending = NULL;
+  assert_int_equal(engram_chat_reply(late, 0, "too late"), 0);
+  tu_run_until(eg, &c.done);
+  assert_int_equal(c.status, ENGRAM_ECANCELED);
+  for (int i = 0; i < 20; i++)
+    uv_run(engram_loop(eg), UV_RUN_NOWAIT); /* nothing more may arrive */
+  assert_int_equal(c.done, 1);
+  assert_int_equal(tu_count(eg, "s"), 7);
+
   /* Freed with a turn in flight: it is cancelled, its callback runs. */
   c.done = 0;
   assert_int_equal(engram_chat_send(chat, "dog", on_chat, &c, NULL), 0);

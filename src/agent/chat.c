@@ -132,7 +132,9 @@ int engram_chat_reply(engram_chat_turn *t, int status, const char *reply) {
   if (!t || !t->awaiting_reply)
     return ENGRAM_EINVAL;
   t->awaiting_reply = 0;
-  if (t->state != T_COMPLETING) { /* cancelled meanwhile: answer ignored */
+  /* Cancelled meanwhile — its ECANCELED callback may still be on its way
+   * from the loop: the answer is ignored and nothing is memorized. */
+  if (t->state != T_COMPLETING || t->cancelled) {
     turn_maybe_free(t);
     return 0;
   }
