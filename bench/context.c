@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "benchdb.h"
 #include "corpus.h"
 #include "engram.h"
@@ -374,49 +375,20 @@ static void usage(FILE *f) {
 }
 
 static int parse_args(int argc, char **argv) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      usage(stdout);
-      exit(0);
-    }
-    const char *v = i + 1 < argc ? argv[++i] : NULL;
-    if (!v) {
-      fprintf(stderr, "context: %s needs a value\n", a);
-      return -1;
-    }
-    if (!strcmp(a, "--n"))
-      opt.n = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--queries"))
-      opt.queries = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--runs"))
-      opt.runs = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--readers"))
-      opt.readers = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--pool"))
-      opt.pool = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--max"))
-      opt.max_memories = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--timeout-ms"))
-      opt.timeout_ms = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--seed"))
-      opt.seed = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--levels")) {
-      opt.nlevels = 0;
-      for (const char *p = v; *p && opt.nlevels < MAX_LEVELS;) {
-        char *end;
-        unsigned long long x = strtoull(p, &end, 10);
-        if (end == p || x == 0)
-          return -1;
-        opt.levels[opt.nlevels++] = (size_t)x;
-        p = *end == ',' ? end + 1 : end;
-      }
-    } else {
-      fprintf(stderr, "context: unknown option %s\n", a);
-      usage(stderr);
-      return -1;
-    }
-  }
+  const bench_arg opts[] = {
+      {"--n", ARG_SIZE, &opt.n, NULL, 0},
+      {"--queries", ARG_SIZE, &opt.queries, NULL, 0},
+      {"--runs", ARG_SIZE, &opt.runs, NULL, 0},
+      {"--readers", ARG_UNSIGNED, &opt.readers, NULL, 0},
+      {"--pool", ARG_UNSIGNED, &opt.pool, NULL, 0},
+      {"--max", ARG_UNSIGNED, &opt.max_memories, NULL, 0},
+      {"--timeout-ms", ARG_U64, &opt.timeout_ms, NULL, 0},
+      {"--seed", ARG_U64, &opt.seed, NULL, 0},
+      {"--levels", ARG_LEVELS, opt.levels, &opt.nlevels, MAX_LEVELS},
+      {NULL, 0, NULL, NULL, 0},
+  };
+  if (bench_parse_args(argc, argv, "context", opts, usage) != 0)
+    return -1;
   if (!opt.n || !opt.queries || !opt.runs || !opt.nlevels || !opt.pool ||
       !opt.readers || !opt.max_memories || opt.max_memories > MAX_MEMORIES ||
       !opt.timeout_ms) {

@@ -40,6 +40,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "benchdb.h"
 #include "corpus.h"
 #include "engram.h"
@@ -585,43 +586,21 @@ static void usage(FILE *f) {
 }
 
 static int parse_args(int argc, char **argv) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      usage(stdout);
-      exit(0);
-    }
-    const char *v = i + 1 < argc ? argv[++i] : NULL;
-    if (!v) {
-      fprintf(stderr, "http: %s needs a value\n", a);
-      return -1;
-    }
-    if (!strcmp(a, "--n"))
-      opt.n = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--queries"))
-      opt.queries = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--connections"))
-      opt.conns = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--runs"))
-      opt.runs = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--duration"))
-      opt.duration_s = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--wrk-threads"))
-      opt.wrk_threads = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--pool"))
-      opt.pool = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--timeout-ms"))
-      opt.timeout_ms = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--seed"))
-      opt.seed = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--wrk-dir"))
-      opt.wrk_dir = v;
-    else {
-      fprintf(stderr, "http: unknown option %s\n", a);
-      usage(stderr);
-      return -1;
-    }
-  }
+  const bench_arg opts[] = {
+      {"--n", ARG_SIZE, &opt.n, NULL, 0},
+      {"--queries", ARG_SIZE, &opt.queries, NULL, 0},
+      {"--connections", ARG_SIZE, &opt.conns, NULL, 0},
+      {"--runs", ARG_SIZE, &opt.runs, NULL, 0},
+      {"--duration", ARG_UNSIGNED, &opt.duration_s, NULL, 0},
+      {"--wrk-threads", ARG_UNSIGNED, &opt.wrk_threads, NULL, 0},
+      {"--pool", ARG_UNSIGNED, &opt.pool, NULL, 0},
+      {"--timeout-ms", ARG_U64, &opt.timeout_ms, NULL, 0},
+      {"--seed", ARG_U64, &opt.seed, NULL, 0},
+      {"--wrk-dir", ARG_STR, &opt.wrk_dir, NULL, 0},
+      {NULL, 0, NULL, NULL, 0},
+  };
+  if (bench_parse_args(argc, argv, "http", opts, usage) != 0)
+    return -1;
   if (!opt.n || !opt.queries || !opt.conns || !opt.duration_s ||
       !opt.wrk_threads || !opt.pool || !opt.timeout_ms || !opt.runs ||
       opt.runs > MAX_RUNS) {

@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "benchdb.h"
 #include "corpus.h"
 #include "engram.h"
@@ -1012,68 +1013,24 @@ static void usage(FILE *f) {
           "  --engram-only          skip the blocking path\n");
 }
 
-static int parse_levels(const char *s) {
-  opt.nlevels = 0;
-  while (*s && opt.nlevels < MAX_LEVELS) {
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || v == 0)
-      return -1;
-    opt.levels[opt.nlevels++] = (size_t)v;
-    s = *end == ',' ? end + 1 : end;
-    if (*end && *end != ',')
-      return -1;
-  }
-  return opt.nlevels ? 0 : -1;
-}
-
 static int parse_args(int argc, char **argv) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      usage(stdout);
-      exit(0);
-    } else if (!strcmp(a, "--engram-only")) {
-      opt.only_engram = 1;
-      continue;
-    }
-    if (!v) {
-      fprintf(stderr, "starvation: %s needs a value\n", a);
-      return -1;
-    }
-    i++;
-    if (!strcmp(a, "--n"))
-      opt.n = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--delay-ms"))
-      opt.delay_ms = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--timeout-ms"))
-      opt.timeout_ms = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--max"))
-      opt.max_memories = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--levels")) {
-      if (parse_levels(v) != 0) {
-        fprintf(stderr, "starvation: bad --levels %s\n", v);
-        return -1;
-      }
-    } else if (!strcmp(a, "--cap-s"))
-      opt.cap_s = strtod(v, NULL);
-    else if (!strcmp(a, "--drainer-timeout-ms"))
-      opt.drainer_timeout_ms = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--pool"))
-      opt.pool = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--readers"))
-      opt.readers = (unsigned)strtoul(v, NULL, 10);
-    else if (!strcmp(a, "--reps"))
-      opt.reps = strtoull(v, NULL, 10);
-    else if (!strcmp(a, "--seed"))
-      opt.seed = strtoull(v, NULL, 10);
-    else {
-      fprintf(stderr, "starvation: unknown option %s\n", a);
-      usage(stderr);
-      return -1;
-    }
-  }
+  const bench_arg opts[] = {
+      {"--engram-only", ARG_FLAG, &opt.only_engram, NULL, 0},
+      {"--n", ARG_SIZE, &opt.n, NULL, 0},
+      {"--delay-ms", ARG_U64, &opt.delay_ms, NULL, 0},
+      {"--timeout-ms", ARG_U64, &opt.timeout_ms, NULL, 0},
+      {"--max", ARG_UNSIGNED, &opt.max_memories, NULL, 0},
+      {"--levels", ARG_LEVELS, opt.levels, &opt.nlevels, MAX_LEVELS},
+      {"--cap-s", ARG_DOUBLE, &opt.cap_s, NULL, 0},
+      {"--drainer-timeout-ms", ARG_U64, &opt.drainer_timeout_ms, NULL, 0},
+      {"--pool", ARG_UNSIGNED, &opt.pool, NULL, 0},
+      {"--readers", ARG_UNSIGNED, &opt.readers, NULL, 0},
+      {"--reps", ARG_SIZE, &opt.reps, NULL, 0},
+      {"--seed", ARG_U64, &opt.seed, NULL, 0},
+      {NULL, 0, NULL, NULL, 0},
+  };
+  if (bench_parse_args(argc, argv, "starvation", opts, usage) != 0)
+    return -1;
   if (opt.n == 0 || opt.timeout_ms == 0 || opt.max_memories == 0 ||
       opt.pool == 0 || opt.pool > 1024 || opt.cap_s <= 0 || opt.reps == 0) {
     fprintf(stderr, "starvation: --n, --timeout-ms, --max, --pool, "

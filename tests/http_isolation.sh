@@ -22,6 +22,7 @@ unset ENGRAM_DB ENGRAM_NS ENGRAM_LISTEN ENGRAM_KEYS
 DB=$T/main.db
 
 source "$HERE/common/cli_lib.sh"
+source "$HERE/common/http_lib.sh"
 
 # ------------------------------------------------------------ the server
 KEY_ALL=isolation-admin-key-0123456789
@@ -29,35 +30,9 @@ KEY_A=isolation-key-for-a-0123456789
 printf '# admin sets up B; KEY_A may use a and the mem0 user alice\n%s *\n%s a user:alice\n' \
   "$KEY_ALL" "$KEY_A" >"$T/keys"
 
-SERVER_PID=
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-}
-trap stop_server EXIT
-
-"$BIN" --db "$DB" serve --listen 127.0.0.1:0 --keys "$T/keys" \
-  2>"$T/server.log" &
-SERVER_PID=$!
-PORT=
-for _ in $(seq 100); do
-  PORT=$(grep -o '(port [0-9]*)' "$T/server.log" 2>/dev/null | grep -o '[0-9]*' || true)
-  [ -n "$PORT" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$PORT" ]; then
-  echo "http_isolation: the server did not start:" >&2
-  cat "$T/server.log" >&2
-  exit 1
-fi
-BASE=http://127.0.0.1:$PORT
-
 AUTH=$KEY_ALL
-CODE=
-BODY=
+server_start "$DB" --keys "$T/keys"
+
 # req METHOD PATH [JSON [ACCEPT]]: CODE and BODY of the response.
 req() {
   local args=(-s -o "$T/body" -w '%{http_code}' -X "$1"
@@ -71,22 +46,8 @@ req() {
   CODE=$(curl "${args[@]}" "$BASE$2" </dev/null) || CODE=000
   BODY=$(cat "$T/body")
 }
-expect_code() {
-  if [ "$CODE" = "$1" ]; then pass; else fail "$2: status $CODE, expected $1; body: $BODY"; fi
-}
-expect_body() {
-  if grep -qF -- "$1" <<<"$BODY"; then pass; else fail "$2: body lacks [$1]; body: $BODY"; fi
-}
-expect_no_body() {
-  if grep -qF -- "$1" <<<"$BODY"; then fail "$2: body has [$1]; body: $BODY"; else pass; fi
-}
-field() { grep -o "\"$1\":\"[^\"]*\"" <<<"$BODY" | head -1 | cut -d'"' -f4; }
 
-for _ in $(seq 100); do
-  req GET /healthz
-  [ "$CODE" = 200 ] && break
-  sleep 0.1
-done
+req GET /healthz
 expect_code 200 "healthz"
 
 # ------------------------------------------- B's memories (admin key)
@@ -316,19 +277,7 @@ expect_no_body "planted" "nothing of A's was written to B"
 expect_no_body "overwritten" "nothing of B was overwritten"
 
 # ----------------------------------------------------------- the end
-kill -TERM "$SERVER_PID"
-set +e
-wait "$SERVER_PID"
-RC=$?
-set -e
-SERVER_PID=
-ERR=$(cat "$T/server.log")
-expect_rc 0 "SIGTERM stops the server cleanly"
-if grep -q "Sanitizer" "$T/server.log"; then
-  fail "the sanitizers reported: $(grep -A20 Sanitizer "$T/server.log" | head -40)"
-else
-  pass
-fi
+server_stop
 # The access log holds no key.
 if grep -qF -e "$KEY_A" -e "$KEY_ALL" "$T/server.log"; then
   fail "a key is in the server's log"

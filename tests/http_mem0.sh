@@ -6,7 +6,7 @@
 #
 #   bash tests/http_mem0.sh /path/to/engram
 #
-# Needs node (18 or later) and npm (scripts/deps.sh installs them) and a
+# Needs curl, node (18 or later) and npm (scripts/deps.sh installs them) and a
 # reachable npm registry. Without them the test fails, unless
 # ENGRAM_TEST_NPM=off: then it says why it skips and exits 0.
 # ENGRAM_TEST_TMP: a scratch folder (default: /tmp); the test works in a
@@ -16,16 +16,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 BIN=${1:?usage: bash tests/http_mem0.sh /path/to/engram}
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
+command -v curl >/dev/null || { echo "http_mem0: curl is required" >&2; exit 1; }
 mkdir -p "${ENGRAM_TEST_TMP:-/tmp}"
 T=$(mktemp -d "${ENGRAM_TEST_TMP:-/tmp}/http_mem0.XXXXXX")
 
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() {
-  failed=$((failed + 1))
-  printf 'FAIL: %s\n' "$*" >&2
-}
+source "$HERE/common/cli_lib.sh"
+source "$HERE/common/http_lib.sh"
 
 # The client is not there: fail, or skip when told to.
 unavailable() {
@@ -65,30 +61,13 @@ cat >"$T/keys" <<EOF
 $ALL_KEY *
 $ALICE_KEY user:alice
 EOF
-"$BIN" --db "$T/mem0.db" serve --listen 127.0.0.1:0 --keys "$T/keys" \
-  2>"$T/server.log" &
-server=$!
-stop_server() {
-  if kill -0 "$server" 2>/dev/null; then kill -KILL "$server" 2>/dev/null || true; fi
-}
-trap stop_server EXIT
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$T/server.log" | head -n 1)
-  [ -n "$port" ] && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$port" ]; then
-  echo "http_mem0: the server did not start:" >&2
-  cat "$T/server.log" >&2
-  exit 1
-fi
+AUTH=$ALL_KEY
+server_start "$T/mem0.db" --keys "$T/keys"
 pass
 
 # ------------------------------------------------------------- the client
 set +e
-(cd "$T/npm" && env ENGRAM_URL="http://127.0.0.1:$port" ENGRAM_KEY="$ALL_KEY" \
+(cd "$T/npm" && env ENGRAM_URL="$BASE" ENGRAM_KEY="$ALL_KEY" \
   ENGRAM_KEY_ALICE="$ALICE_KEY" MEM0_TELEMETRY=false MEM0_DIR="$T/mem0home" \
   node "$HERE/mem0/client_test.mjs") >"$T/client.out" 2>"$T/client.err"
 rc=$?
@@ -108,27 +87,7 @@ fi
 [ -d "$T/mem0home" ] && fail "the client wrote its config folder (telemetry is on?)" || pass
 
 # ----------------------------------------------------------- the shutdown
-kill -TERM "$server"
-stopped=0
-for _ in $(seq 100); do
-  if ! kill -0 "$server" 2>/dev/null; then stopped=1; break; fi
-  sleep 0.1
-done
-if [ $stopped -eq 1 ]; then
-  set +e
-  wait "$server"
-  src=$?
-  set -e
-  [ "$src" -eq 0 ] && pass || fail "the server exited $src after SIGTERM"
-else
-  fail "the server did not stop within 10 s of SIGTERM"
-fi
-if grep -qE 'Sanitizer|runtime error' "$T/server.log"; then
-  fail "the server reported memory errors:"
-  grep -E -A20 'Sanitizer|runtime error' "$T/server.log" >&2
-else
-  pass
-fi
+server_stop
 
 echo "http_mem0: $passed passed, $failed failed"
 if [ "$failed" -eq 0 ]; then

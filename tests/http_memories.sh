@@ -23,41 +23,16 @@ unset ENGRAM_DB ENGRAM_NS ENGRAM_LISTEN ENGRAM_KEYS
 DB=$T/main.db
 
 source "$HERE/common/cli_lib.sh"
+source "$HERE/common/http_lib.sh"
 
 # ------------------------------------------------------------ the server
 KEY_ALL=all-namespaces-key-0123456789
 KEY_ONE=one-namespace-key-0123456789
 printf '%s *\n%s only\n' "$KEY_ALL" "$KEY_ONE" >"$T/keys"
 
-SERVER_PID=
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-}
-trap stop_server EXIT
-
-"$BIN" --db "$DB" serve --listen 127.0.0.1:0 --keys "$T/keys" \
-  2>"$T/server.log" &
-SERVER_PID=$!
-PORT=
-for _ in $(seq 100); do
-  PORT=$(grep -o '(port [0-9]*)' "$T/server.log" 2>/dev/null | grep -o '[0-9]*' || true)
-  [ -n "$PORT" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$PORT" ]; then
-  echo "http_memories: the server did not start:" >&2
-  cat "$T/server.log" >&2
-  exit 1
-fi
-BASE=http://127.0.0.1:$PORT
-
 AUTH=$KEY_ALL
-CODE=
-BODY=
+server_start "$DB" --keys "$T/keys"
+
 # req METHOD PATH [JSON]: CODE and BODY of the response.
 req() {
   local args=(-s -o "$T/body" -w '%{http_code}' -X "$1"
@@ -75,24 +50,6 @@ req_file() {
     --data-binary "@$3" "$BASE$2") || CODE=000
   BODY=$(cat "$T/body")
 }
-expect_code() {
-  if [ "$CODE" = "$1" ]; then pass; else fail "$2: status $CODE, expected $1; body: $BODY"; fi
-}
-expect_body() {
-  if grep -qF -- "$1" <<<"$BODY"; then pass; else fail "$2: body lacks [$1]; body: $BODY"; fi
-}
-expect_no_body() {
-  if grep -qF -- "$1" <<<"$BODY"; then fail "$2: body has [$1]; body: $BODY"; else pass; fi
-}
-# expect_status_body CODE TEXT WHAT
-expect() {
-  expect_code "$1" "$3"
-  expect_body "$2" "$3"
-}
-# field NAME: the first string value of "NAME" in BODY.
-field() { grep -o "\"$1\":\"[^\"]*\"" <<<"$BODY" | head -1 | cut -d'"' -f4; }
-# count NAME: how many times "NAME": occurs in BODY.
-count() { grep -o "\"$1\":" <<<"$BODY" | wc -l | tr -d ' '; }
 # ids: every memory id in BODY, in order, one a line.
 ids() { grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}' <<<"$BODY" || true; }
 is_id() {
@@ -108,11 +65,7 @@ in_ns() {
   count content_hash
 }
 
-for _ in $(seq 100); do
-  req GET /healthz
-  [ "$CODE" = 200 ] && break
-  sleep 0.1
-done
+req GET /healthz
 expect 200 '"status":"ok"' "healthz"
 
 # ------------------------------------------------------------------ keys
@@ -526,20 +479,7 @@ for route in memories.create memories.batch memories.get memories.update memorie
 done
 
 # ------------------------------------------------------- graceful stop
-kill -TERM "$SERVER_PID"
-set +e
-wait "$SERVER_PID"
-RC=$?
-set -e
-SERVER_PID=
-ERR=$(cat "$T/server.log")
-expect_rc 0 "SIGTERM stops the server cleanly"
-expect_err "stopped; closing the store" "the server says it stopped"
-if grep -q "Sanitizer" "$T/server.log"; then
-  fail "the sanitizers reported: $(grep -A20 Sanitizer "$T/server.log" | head -40)"
-else
-  pass
-fi
+server_stop
 
 echo "http_memories: $passed passed, $failed failed"
 if [ "$failed" -eq 0 ]; then

@@ -24,6 +24,7 @@ unset ENGRAM_DB ENGRAM_NS ENGRAM_LISTEN ENGRAM_KEYS
 DB=$T/search.db
 
 source "$HERE/common/cli_lib.sh"
+source "$HERE/common/http_lib.sh"
 
 # ------------------------------------------------- memories, then the server
 {
@@ -45,35 +46,9 @@ KEY_ALL=all-namespaces-key-0123456789
 KEY_KB=kb-only-key-0123456789
 printf '%s *\n%s kb turns\n' "$KEY_ALL" "$KEY_KB" >"$T/keys"
 
-SERVER_PID=
-stop_server() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-}
-trap stop_server EXIT
-
-"$BIN" --db "$DB" serve --listen 127.0.0.1:0 --keys "$T/keys" \
-  2>"$T/server.log" &
-SERVER_PID=$!
-PORT=
-for _ in $(seq 100); do
-  PORT=$(grep -o '(port [0-9]*)' "$T/server.log" 2>/dev/null | grep -o '[0-9]*' || true)
-  [ -n "$PORT" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$PORT" ]; then
-  echo "http_search: the server did not start:" >&2
-  cat "$T/server.log" >&2
-  exit 1
-fi
-BASE=http://127.0.0.1:$PORT
-
 AUTH=$KEY_KB
-CODE=
-BODY=
+server_start "$DB" --keys "$T/keys"
+
 HEADERS=
 # post PATH JSON [ACCEPT]: CODE, BODY and HEADERS of the response.
 post() {
@@ -92,24 +67,9 @@ get() {
     -H "Authorization: Bearer $AUTH" "$BASE$1") || CODE=000
   BODY=$(cat "$T/body")
 }
-expect_code() {
-  if [ "$CODE" = "$1" ]; then pass; else fail "$2: status $CODE, expected $1; body: $BODY"; fi
-}
-expect_body() {
-  if grep -qF -- "$1" <<<"$BODY"; then pass; else fail "$2: body lacks [$1]; body: $BODY"; fi
-}
-expect_no_body() {
-  if grep -qF -- "$1" <<<"$BODY"; then fail "$2: body has [$1]; body: $BODY"; else pass; fi
-}
-expect() {
-  expect_code "$1" "$3"
-  expect_body "$2" "$3"
-}
 expect_eq() {
   if [ "$1" = "$2" ]; then pass; else fail "$3: [$1], expected [$2]"; fi
 }
-# count NAME: how many times "NAME": occurs in BODY.
-count() { grep -o "\"$1\":" <<<"$BODY" | wc -l | tr -d ' '; }
 # values NAME: the values of "NAME" (strings without quotes), in order.
 values() {
   grep -oE "\"$1\":(\"[^\"]*\"|[-0-9.eE+]+)" <<<"$BODY" | cut -d: -f2- | tr -d '"' || true
@@ -138,11 +98,7 @@ error() {
   expect_body "'$2'" "$3: names the field"
 }
 
-for _ in $(seq 100); do
-  get /healthz
-  [ "$CODE" = 200 ] && break
-  sleep 0.1
-done
+get /healthz
 expect 200 '"status":"ok"' "healthz"
 
 # ---------------------------------------------------------- search (JSON)
@@ -399,19 +355,7 @@ expect_body 'engram_streams_open 0' "no stream left open"
 expect_body 'engram_queries_running 0' "no query left running"
 
 # ------------------------------------------------------- graceful stop
-kill -TERM "$SERVER_PID"
-set +e
-wait "$SERVER_PID"
-RC=$?
-set -e
-SERVER_PID=
-ERR=$(cat "$T/server.log")
-expect_rc 0 "SIGTERM stops the server cleanly"
-if grep -q "Sanitizer" "$T/server.log"; then
-  fail "the sanitizers reported: $(grep -A20 Sanitizer "$T/server.log" | head -40)"
-else
-  pass
-fi
+server_stop
 
 echo "http_search: $passed passed, $failed failed"
 if [ "$failed" -eq 0 ]; then
