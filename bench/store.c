@@ -834,7 +834,7 @@ static void usage(FILE *f) {
           "  --vocab V         corpus vocabulary size (default %u)\n"
           "  --seed S          corpus and query seed (default 42)\n"
           "  --dir DIR         where the database files go (default "
-          "$ENGRAM_BENCH_TMP, else ./bench-tmp)\n"
+          "$ENGRAM_BENCH_TMP, else $TMPDIR, else /tmp)\n"
           "  --keep            keep the database files\n",
           MAX_RUNS, CORPUS_DEFAULT_VOCAB);
 }
@@ -846,6 +846,15 @@ static size_t parse_size(const char *s, const char *what) {
   if (errno || end == s || *end || v == 0)
     die("%s must be a positive integer, not \"%s\"", what, s);
   return (size_t)v;
+}
+
+/* Where scratch files go unless --dir says: scripts/bench.sh's directory,
+ * else the system's temporary directory. */
+static const char *default_dir(void) {
+  const char *d = getenv("ENGRAM_BENCH_TMP");
+  if (!d || !*d)
+    d = getenv("TMPDIR");
+  return d && *d ? d : "/tmp";
 }
 
 static void parse_args(int argc, char **argv, config *cfg) {
@@ -868,8 +877,7 @@ static void parse_args(int argc, char **argv, config *cfg) {
                   .nsizes = 2,
                   .queries = 2000,
                   .warmup = 500,
-                  .dir = getenv("ENGRAM_BENCH_TMP") ? getenv("ENGRAM_BENCH_TMP")
-                                                    : "bench-tmp",
+                  .dir = default_dir(),
                   .seed = 42,
                   .vocab = CORPUS_DEFAULT_VOCAB,
                   .batch = 256,
