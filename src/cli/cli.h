@@ -41,6 +41,7 @@ typedef struct cli_command {
 
 struct cli {
   const char *db; /* --db, $ENGRAM_DB, or CLI_DEFAULT_DB */
+  int db_given;   /* the database came from --db (not the environment) */
   const char *ns; /* --ns, $ENGRAM_NS, or CLI_DEFAULT_NS */
   int ns_given;   /* the namespace came from --ns or $ENGRAM_NS */
   int json;       /* --json: JSON Lines on stdout */
@@ -71,6 +72,7 @@ int cmd_demo(cli *c, int argc, char **argv);
 int cmd_context(cli *c, int argc, char **argv);
 int cmd_remember(cli *c, int argc, char **argv);
 int cmd_serve(cli *c, int argc, char **argv);
+int cmd_eval(cli *c, int argc, char **argv);
 int cmd_help(cli *c, int argc, char **argv);
 
 /* ---------------------------------------------------------------- args.c */

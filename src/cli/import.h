@@ -44,5 +44,18 @@ int locomo_detect(const json_t *doc);
  * the file ("-" for standard input); file: its name in messages. */
 void locomo_import(import_ctx *im, json_t *doc, const char *file,
                    const char *path);
+/* One conversation (a bare one or a sample holding it under
+ * "conversation") into ns; ns NULL: --ns, else sample_id, else the file
+ * name (as locomo_import does). ns must stay alive until the writer is
+ * finished. Does not touch im->total (progress). */
+void locomo_import_conversation(import_ctx *im, json_t *sample, const char *ns,
+                                const char *file, const char *path);
+/* The conversation object of a sample: its "conversation", or itself. */
+json_t *locomo_conversation(json_t *sample);
+/* The number of turns of one conversation. */
+size_t locomo_count_turns(json_t *sample);
+/* The file name without folders and ".json" ("conv-26"); NULL when empty.
+ * The caller frees. */
+char *locomo_file_stem(const char *path);
 
 #endif

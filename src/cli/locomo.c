@@ -66,8 +66,7 @@ static int by_number(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* The file name without folders and ".json": "conv-26". */
-static char *file_stem(const char *path) {
+char *locomo_file_stem(const char *path) {
   const char *base = strrchr(path, '/');
   base = base ? base + 1 : path;
   size_t len = strlen(base);
@@ -86,7 +85,7 @@ static const char *conversation_ns(import_ctx *im, const json_t *sample,
   if (id && *id)
     return id;
   if (strcmp(path, "-") != 0) {
-    const char *stem = import_keep_name(im, file_stem(path));
+    const char *stem = import_keep_name(im, locomo_file_stem(path));
     if (stem)
       return stem;
   }
@@ -150,12 +149,16 @@ static void import_turn(import_ctx *im, json_t *sample, const char *ns,
   import_progress(im);
 }
 
-static void import_conversation(import_ctx *im, json_t *sample,
-                                const char *file, const char *path) {
+json_t *locomo_conversation(json_t *sample) {
   json_t *conv = json_object_get(sample, "conversation");
-  if (!json_is_object(conv))
-    conv = sample;
-  const char *ns = conversation_ns(im, sample, conv, path);
+  return json_is_object(conv) ? conv : sample;
+}
+
+void locomo_import_conversation(import_ctx *im, json_t *sample, const char *ns,
+                                const char *file, const char *path) {
+  json_t *conv = locomo_conversation(sample);
+  if (!ns)
+    ns = conversation_ns(im, sample, conv, path);
 
   size_t count = 0, cap = 16;
   session *sessions = malloc(cap * sizeof *sessions);
@@ -192,10 +195,8 @@ static void import_conversation(import_ctx *im, json_t *sample,
   free(sessions);
 }
 
-static size_t count_turns(const json_t *sample) {
-  const json_t *conv = json_object_get(sample, "conversation");
-  if (!json_is_object(conv))
-    conv = sample;
+size_t locomo_count_turns(json_t *sample) {
+  const json_t *conv = locomo_conversation(sample);
   size_t total = 0;
   const char *key;
   json_t *value;
@@ -215,13 +216,13 @@ void locomo_import(import_ctx *im, json_t *doc, const char *file,
     json_t *sample;
     im->total = 0;
     json_array_foreach(doc, i, sample) {
-      im->total += count_turns(sample);
+      im->total += locomo_count_turns(sample);
     }
     json_array_foreach(doc, i, sample) {
-      import_conversation(im, sample, file, path);
+      locomo_import_conversation(im, sample, NULL, file, path);
     }
   } else {
-    im->total = count_turns(doc);
-    import_conversation(im, doc, file, path);
+    im->total = locomo_count_turns(doc);
+    locomo_import_conversation(im, doc, NULL, file, path);
   }
 }

@@ -75,8 +75,10 @@ int main(int argc, char **argv) {
       ended = 1;
       rest[nrest++] = argv[i];
     } else if (take_global(argc, argv, &i, "--db", &v, &bad)) {
-      if (v)
+      if (v) {
         c.db = v;
+        c.db_given = 1;
+      }
     } else if (take_global(argc, argv, &i, "--ns", &v, &bad)) {
       if (v) {
         c.ns = v;
