@@ -45,6 +45,7 @@ typedef struct http_route {
 /* The route tables, each ended by a {NULL} row (routes_*.c). */
 extern const http_route http_routes_system[];
 extern const http_route http_routes_memories[];
+extern const http_route http_routes_relationships[];
 extern const http_route http_routes_search[];
 extern const http_route http_routes_mem0[];
 
@@ -112,6 +113,28 @@ int http_body_number(http_req *r, const char *field, double min, double max,
                      int required, double *out);
 int http_body_int(http_req *r, const char *field, long long min,
                   long long max, int required, long long *out);
+
+/* Path and query parameters (query_params.c): each replies 400 naming the
+ * parameter and returns 0 when it is wrong. */
+/* The path capture params[i] as a memory id. */
+int http_path_id(http_req *r, int i);
+/* ?name= as text (checked UTF-8): 1 present, 0 absent (or replied when
+ * required), -1 replied 400. */
+int http_query_text(http_req *r, const char *name, int required, char *out,
+                    size_t cap);
+/* ?ns=, required, and allowed for the caller's key (else 400 or 403). */
+int http_query_ns(http_req *r, char *ns, size_t cap);
+/* ?name=N with N a decimal integer in [min, max]; def when absent. */
+int http_query_int(http_req *r, const char *name, long long min,
+                   long long max, long long def, long long *out);
+/* ?name=X with X a number in [0, 1]; def when absent. */
+int http_query_unit(http_req *r, const char *name, double def, double *out);
+/* ?type=T[,T...] as a bit set of types; 0 (all) when absent. */
+int http_query_types(http_req *r, unsigned *types);
+
+/* A memory as the native API shows it (json_memory.c); with_depth: a
+ * traversal's item. A new reference, or NULL out of memory. */
+json_t *http_memory_json(const engram_node *n, int with_depth);
 
 /* Streaming responses (NDJSON). Start once; write lines while
  * http_stream_writable(); when a write is accepted the route waits for

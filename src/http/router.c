@@ -8,8 +8,8 @@
 #include "http/http.h"
 
 static const http_route *const tables[] = {
-    http_routes_system, http_routes_memories, http_routes_search,
-    http_routes_mem0};
+    http_routes_system, http_routes_memories, http_routes_relationships,
+    http_routes_search, http_routes_mem0};
 #define N_TABLES (sizeof tables / sizeof tables[0])
 
 /* Matches path (no query) against pattern; fills r->params. 1 on match.

@@ -2,7 +2,9 @@
  * routes_mem0.c — a mem0-compatible API: the routes the MemoryClient of
  * mem0's npm package (mem0ai, version 3) calls, so an application written
  * for hosted mem0 runs against engram by pointing the client's host here.
- * docs/mem0.md describes it for users.
+ * docs/mem0.md describes it for users. This file holds the routes, their
+ * async state and the route table; mem0_filters.c parses filters into
+ * plans, and mem0_shape.c renders memories in mem0's shape (mem0.h).
  *
  * Entities and namespaces. mem0 scopes a memory by user_id, agent_id,
  * app_id and run_id; engram by namespace. A memory is filed in the
@@ -14,9 +16,9 @@
  * by. The keys file grants mem0 entities through these namespace names.
  *
  * Filters (search, getAll, deleteAll) are brought to a disjunction of
- * conjunctions of id constraints (AND, OR, "in", "*"), at most MAX_ALTS
- * alternatives; the alternatives that read one namespace are checked
- * together, so each namespace is read once.
+ * conjunctions of id constraints (AND, OR, "in", "*"), a bounded number
+ * of alternatives (mem0_filters.c); the alternatives that read one namespace
+ * are checked together, so each namespace is read once.
  *
  * By id (get, update, delete, history): mem0 ids are engram ids. The memory
  * is looked up in any namespace and then checked against the caller's key;
@@ -36,14 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "http/http.h"
+#include "http/mem0.h"
 
-#define ENTITY_MAX 200 /* bytes of a mem0 id */
-#define NS_CAP 256     /* "agent:" and an id fit, with the NUL */
-#define MAX_ALTS 32    /* alternatives a filter may expand to */
-#define MAX_DEPTH 8    /* nesting of AND / OR in a filter */
 #define MAX_MESSAGES 1000
 #define MAX_ROLE 64
 #define CHUNK 64        /* items asked of a read stream at a time */
@@ -54,438 +51,6 @@
 #define PAGE_MAX 1000000
 #define TOP_K_DEFAULT 10
 #define TOP_K_MAX 1000
-#define RESERVED "mem0" /* the metadata key that holds a memory's mem0 ids */
-
-/* ------------------------------------------------------------- entities */
-
-enum { E_USER, E_AGENT, E_APP, E_RUN, E_COUNT };
-static const char *const ent_field[E_COUNT] = {"user_id", "agent_id", "app_id",
-                                               "run_id"};
-static const char *const ent_camel[E_COUNT] = {"userId", "agentId", "appId",
-                                               "runId"};
-static const char *const ent_kind[E_COUNT] = {"user", "agent", "app", "run"};
-
-static int entity_index(const char *key) {
-  for (int e = 0; e < E_COUNT; e++)
-    if (strcmp(key, ent_field[e]) == 0 || strcmp(key, ent_camel[e]) == 0)
-      return e;
-  return -1;
-}
-
-/* 1 when v (len bytes) can name an entity: 1..ENTITY_MAX bytes of UTF-8
- * (a query parameter need not be), no NUL, no control characters. */
-static int entity_ok(const char *v, size_t len) {
-  if (len == 0 || len > ENTITY_MAX || strlen(v) != len)
-    return 0;
-  for (size_t i = 0; i < len; i++)
-    if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-      return 0;
-  json_t *utf8 = json_stringn(v, len); /* NULL unless valid UTF-8 */
-  json_decref(utf8);
-  return utf8 != NULL;
-}
-
-static void bad_entity(http_req *r, const char *where) {
-  http_error(r, 400, "invalid",
-             "'%s' must be a non-empty string of at most %d bytes without "
-             "control characters",
-             where, ENTITY_MAX);
-}
-
-/* -------------------------------------------------------------- filters */
-
-enum { C_NONE, C_EQ, C_ANY };
-
-/* One alternative: a constraint per entity, and the namespace it reads. */
-typedef struct alt {
-  unsigned char how[E_COUNT];
-  char val[E_COUNT][ENTITY_MAX + 1];
-  int primary; /* the entity whose namespace is read */
-  char ns[NS_CAP];
-} alt;
-
-typedef struct dnf {
-  alt *a;
-  size_t n;
-} dnf;
-
-static void dnf_free(dnf *d) {
-  free(d->a);
-  d->a = NULL;
-  d->n = 0;
-}
-
-/* The filter that matches everything: one alternative without constraints. */
-static int dnf_true(dnf *d) {
-  d->a = calloc(1, sizeof *d->a);
-  d->n = d->a ? 1 : 0;
-  return d->a != NULL;
-}
-
-/* a AND b for one pair; 0 when no memory can match both. */
-static int alt_merge(const alt *a, const alt *b, alt *out) {
-  *out = *a;
-  for (int e = 0; e < E_COUNT; e++) {
-    if (b->how[e] == C_NONE)
-      continue;
-    if (out->how[e] == C_NONE || out->how[e] == C_ANY) {
-      if (b->how[e] == C_EQ || out->how[e] == C_NONE) {
-        out->how[e] = b->how[e];
-        memcpy(out->val[e], b->val[e], sizeof out->val[e]);
-      }
-    } else if (b->how[e] == C_EQ && strcmp(out->val[e], b->val[e]) != 0) {
-      return 0;
-    }
-  }
-  return 1;
-}
-
-/* a = a AND b; b is freed. 1, 0 out of memory, -1 too many alternatives. */
-static int dnf_and(dnf *a, dnf *b) {
-  alt *out = calloc(MAX_ALTS, sizeof *out);
-  size_t n = 0;
-  int rc = out ? 1 : 0;
-  for (size_t i = 0; rc == 1 && i < a->n; i++)
-    for (size_t j = 0; rc == 1 && j < b->n; j++) {
-      alt m;
-      if (!alt_merge(&a->a[i], &b->a[j], &m))
-        continue;
-      if (n == MAX_ALTS)
-        rc = -1;
-      else
-        out[n++] = m;
-    }
-  dnf_free(b);
-  dnf_free(a);
-  if (rc != 1) {
-    free(out);
-    return rc;
-  }
-  a->a = out;
-  a->n = n;
-  return 1;
-}
-
-/* a = a OR b; b is freed. Same results as dnf_and. */
-static int dnf_or(dnf *a, dnf *b) {
-  if (a->n + b->n > MAX_ALTS) {
-    dnf_free(b);
-    return -1;
-  }
-  alt *grown = realloc(a->a, (a->n + b->n + 1) * sizeof *grown);
-  if (!grown) {
-    dnf_free(b);
-    return 0;
-  }
-  a->a = grown;
-  memcpy(a->a + a->n, b->a, b->n * sizeof *b->a);
-  a->n += b->n;
-  dnf_free(b);
-  return 1;
-}
-
-/* Replies for a failed dnf_and / dnf_or. */
-static int combine_failed(http_req *r, int rc) {
-  if (rc == 0)
-    http_error(r, 503, "unavailable", "out of memory");
-  else
-    http_error(r, 400, "invalid",
-               "'filters' expands to more than %d alternatives; split the "
-               "request",
-               MAX_ALTS);
-  return 0;
-}
-
-/* d = d AND (entity e with constraint how, value v). */
-static int and_entity(http_req *r, dnf *d, int e, int how, const char *v) {
-  dnf one;
-  if (!dnf_true(&one)) {
-    http_error(r, 503, "unavailable", "out of memory");
-    return 0;
-  }
-  one.a[0].how[e] = (unsigned char)how;
-  if (how == C_EQ)
-    snprintf(one.a[0].val[e], sizeof one.a[0].val[e], "%s", v);
-  int rc = dnf_and(d, &one);
-  return rc == 1 ? 1 : combine_failed(r, rc);
-}
-
-/* One string of a filter: "*" matches any value, else the value itself. */
-static int filter_string(http_req *r, json_t *v, const char *where, int e,
-                         dnf *out) {
-  if (!json_is_string(v) ||
-      !entity_ok(json_string_value(v), json_string_length(v))) {
-    bad_entity(r, where);
-    return 0;
-  }
-  const char *s = json_string_value(v);
-  int how = strcmp(s, "*") == 0 ? C_ANY : C_EQ;
-  return and_entity(r, out, e, how, s);
-}
-
-/* An entity's condition: "x", "*", {"in": [...]} or {"eq": "x"}. out is a
- * fresh true dnf on entry. */
-static int filter_entity(http_req *r, json_t *v, const char *where, int e,
-                         dnf *out) {
-  if (!json_is_object(v))
-    return filter_string(r, v, where, e, out);
-  json_t *in = json_object_get(v, "in"), *eq = json_object_get(v, "eq");
-  char at[160];
-  if (json_object_size(v) == 1 && eq) {
-    snprintf(at, sizeof at, "%.120s.eq", where);
-    return filter_string(r, eq, at, e, out);
-  }
-  if (json_object_size(v) != 1 || !json_is_array(in) ||
-      json_array_size(in) == 0) {
-    http_error(r, 400, "invalid",
-               "'%s' must be a string, \"*\", {\"in\": [strings]} or "
-               "{\"eq\": string}; engram supports no other operator on ids",
-               where);
-    return 0;
-  }
-  dnf any = {NULL, 0};
-  size_t i;
-  json_t *item;
-  json_array_foreach(in, i, item) {
-    dnf one;
-    snprintf(at, sizeof at, "%.120s.in[%zu]", where, i);
-    if (!dnf_true(&one)) {
-      dnf_free(&any);
-      http_error(r, 503, "unavailable", "out of memory");
-      return 0;
-    }
-    if (!filter_string(r, item, at, e, &one)) {
-      dnf_free(&one);
-      dnf_free(&any);
-      return 0;
-    }
-    int rc = dnf_or(&any, &one);
-    if (rc != 1) {
-      dnf_free(&any);
-      return combine_failed(r, rc);
-    }
-  }
-  int rc = dnf_and(out, &any);
-  return rc == 1 ? 1 : combine_failed(r, rc);
-}
-
-static int parse_filters(http_req *r, json_t *obj, const char *where, dnf *d,
-                         int depth);
-
-/* AND or OR: an array of filter objects combined into d. */
-static int filter_list(http_req *r, json_t *list, const char *where, int is_or,
-                       dnf *d, int depth) {
-  if (!json_is_array(list) || json_array_size(list) == 0) {
-    http_error(r, 400, "invalid",
-               "'%s' must be a non-empty array of filter "
-               "objects",
-               where);
-    return 0;
-  }
-  dnf acc = {NULL, 0};
-  if (!is_or && !dnf_true(&acc)) {
-    http_error(r, 503, "unavailable", "out of memory");
-    return 0;
-  }
-  size_t i;
-  json_t *item;
-  json_array_foreach(list, i, item) {
-    char at[160];
-    snprintf(at, sizeof at, "%.120s[%zu]", where, i);
-    dnf sub;
-    if (!parse_filters(r, item, at, &sub, depth + 1)) {
-      dnf_free(&acc);
-      return 0;
-    }
-    int rc = is_or ? dnf_or(&acc, &sub) : dnf_and(&acc, &sub);
-    if (rc != 1) {
-      dnf_free(&acc);
-      return combine_failed(r, rc);
-    }
-  }
-  int rc = dnf_and(d, &acc);
-  return rc == 1 ? 1 : combine_failed(r, rc);
-}
-
-/* Parses a filter object into *d (which it allocates); 1, or 0 after a
- * reply (d is then empty). */
-static int parse_filters(http_req *r, json_t *obj, const char *where, dnf *d,
-                         int depth) {
-  d->a = NULL;
-  d->n = 0;
-  if (!json_is_object(obj)) {
-    http_error(r, 400, "invalid", "'%s' must be an object", where);
-    return 0;
-  }
-  if (depth > MAX_DEPTH) {
-    http_error(r, 400, "invalid", "'%s' nests AND and OR deeper than %d", where,
-               MAX_DEPTH);
-    return 0;
-  }
-  if (!dnf_true(d)) {
-    http_error(r, 503, "unavailable", "out of memory");
-    return 0;
-  }
-  const char *key;
-  json_t *v;
-  json_object_foreach(obj, key, v) {
-    char at[160];
-    snprintf(at, sizeof at, "%s.%s", where, key);
-    int e = entity_index(key), ok;
-    if (strcmp(key, "AND") == 0 || strcmp(key, "OR") == 0) {
-      ok = filter_list(r, v, at, key[0] == 'O', d, depth);
-    } else if (e >= 0) {
-      dnf one;
-      ok = dnf_true(&one);
-      if (!ok)
-        http_error(r, 503, "unavailable", "out of memory");
-      else if ((ok = filter_entity(r, v, at, e, &one)) != 0) {
-        int rc = dnf_and(d, &one);
-        ok = rc == 1 ? 1 : combine_failed(r, rc);
-      } else {
-        dnf_free(&one);
-      }
-    } else {
-      http_error(r, 400, "invalid",
-                 "'%s' is not supported: engram filters on user_id, "
-                 "agent_id, app_id and run_id, combined with AND, OR and "
-                 "\"in\"",
-                 at);
-      ok = 0;
-    }
-    if (!ok) {
-      dnf_free(d);
-      return 0;
-    }
-  }
-  return 1;
-}
-
-static int alt_cmp(const void *a, const void *b) {
-  return strcmp(((const alt *)a)->ns, ((const alt *)b)->ns);
-}
-
-/* Gives each alternative its namespace (its first id with a value), sorts
- * them by namespace, and checks that the key may use every one: 1, or 0
- * after a 400 or 403 reply. */
-static int plan_build(http_req *r, dnf *d, const char *where) {
-  for (size_t i = 0; i < d->n; i++) {
-    alt *a = &d->a[i];
-    a->primary = -1;
-    for (int e = 0; e < E_COUNT && a->primary < 0; e++)
-      if (a->how[e] == C_EQ)
-        a->primary = e;
-    if (a->primary < 0) {
-      http_error(r, 400, "invalid",
-                 "'%s' must give user_id, agent_id, app_id or run_id a value "
-                 "in every alternative: engram keeps each entity in its own "
-                 "namespace, and \"*\" alone cannot choose one",
-                 where);
-      return 0;
-    }
-    snprintf(a->ns, sizeof a->ns, "%s:%s", ent_kind[a->primary],
-             a->val[a->primary]);
-  }
-  qsort(d->a, d->n, sizeof *d->a, alt_cmp);
-  for (size_t i = 0; i < d->n; i++)
-    if ((i == 0 || strcmp(d->a[i].ns, d->a[i - 1].ns) != 0) &&
-        !http_allow_ns(r, d->a[i].ns))
-      return 0;
-  return 1;
-}
-
-/* ------------------------------------------------------ memory as JSON */
-
-/* A memory's metadata split into the caller's part and engram's mem0 ids. */
-typedef struct view {
-  json_t *md;              /* the metadata without the reserved key (owned) */
-  json_t *ids;             /* the reserved object (owned), or NULL */
-  const char *id[E_COUNT]; /* valid while the view and the node are */
-  const char *role;
-} view;
-
-static void view_free(view *v) {
-  json_decref(v->md);
-  json_decref(v->ids);
-}
-
-static int view_init(view *v, const engram_node *n) {
-  memset(v, 0, sizeof *v);
-  v->md = n->metadata ? json_loads(n->metadata, 0, NULL) : NULL;
-  if (!json_is_object(v->md)) {
-    json_decref(v->md);
-    v->md = json_object();
-    if (!v->md)
-      return 0;
-  }
-  json_t *ids = json_object_get(v->md, RESERVED);
-  if (json_is_object(ids)) {
-    v->ids = json_incref(ids);
-    json_object_del(v->md, RESERVED);
-    for (int e = 0; e < E_COUNT; e++)
-      v->id[e] = json_string_value(json_object_get(ids, ent_field[e]));
-    v->role = json_string_value(json_object_get(ids, "role"));
-  }
-  /* The namespace names the memory's first entity, whatever the metadata
-   * says (a memory added through the native API has no mem0 ids). */
-  for (int e = 0; e < E_COUNT && n->ns; e++) {
-    size_t kl = strlen(ent_kind[e]);
-    if (strncmp(n->ns, ent_kind[e], kl) == 0 && n->ns[kl] == ':' &&
-        n->ns[kl + 1]) {
-      v->id[e] = n->ns + kl + 1;
-      break;
-    }
-  }
-  return 1;
-}
-
-static json_t *iso_time(int64_t ms) {
-  int64_t sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
-  time_t t = (time_t)sec;
-  struct tm tm;
-  char day[32], out[48];
-  if (!gmtime_r(&t, &tm) ||
-      strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-    return json_null();
-  snprintf(out, sizeof out, "%s.%03dZ", day, (int)(ms - sec * 1000));
-  return json_string(out);
-}
-
-static json_t *str_or_null(const char *s) {
-  return s ? json_string(s) : json_null();
-}
-
-/* The entity ids of v as user_id, agent_id, app_id, run_id of o. */
-static void set_ids(json_t *o, const view *v) {
-  for (int e = 0; e < E_COUNT; e++)
-    json_object_set_new(o, ent_field[e], str_or_null(v->id[e]));
-}
-
-/* A memory in mem0's shape; with_score: a search result. NULL when out of
- * memory. */
-static json_t *memory_json(const engram_node *n, int with_score) {
-  view v;
-  if (!view_init(&v, n))
-    return NULL;
-  char hash[17];
-  snprintf(hash, sizeof hash, "%016llx", (unsigned long long)n->content_hash);
-  const char *type = engram_type_name(n->type);
-  json_t *o =
-      json_pack("{s:s, s:s%, s:s, s:O, s:[], s:o, s:o, s:s, s:n}", "id", n->id,
-                "memory", n->content, n->content_len, "hash", hash, "metadata",
-                v.md, "categories", "created_at", iso_time(n->created_ms),
-                "updated_at", iso_time(n->updated_ms), "memory_type",
-                type ? type : "episodic", "expiration_date");
-  if (o) {
-    set_ids(o, &v);
-    if (v.role)
-      json_object_set_new(o, "role", json_string(v.role));
-    if (with_score)
-      json_object_set_new(o, "score", json_real(n->relevance));
-  }
-  view_free(&v);
-  return o;
-}
 
 /* ------------------------------------------------------- one request */
 
@@ -503,7 +68,7 @@ enum {
 typedef struct m0_op {
   http_req *r;
   int kind;
-  dnf plan;         /* alternatives sorted by namespace */
+  mem0_dnf plan;    /* alternatives sorted by namespace */
   size_t g0, g1;    /* the namespace being read: plan.a[g0..g1) */
   engram_stream *s; /* the running stream, until its done callback */
   size_t requested, received;
@@ -555,7 +120,7 @@ static void op_end(m0_op *op) {
   http_req *r = op->r;
   r->on_gone = NULL;
   r->op = NULL;
-  dnf_free(&op->plan);
+  mem0_dnf_free(&op->plan);
   json_decref(op->results);
   json_decref(op->entity_ids);
   free(op->ids);
@@ -596,39 +161,18 @@ static void mem0_ping(http_req *r) {
 /* One entity id from the top level of the body: 1 (maybe absent), or 0
  * after a reply. "*" is no id. */
 static int body_entity(http_req *r, int e, const char **out) {
-  json_t *v = r->body ? json_object_get(r->body, ent_field[e]) : NULL;
+  json_t *v = r->body ? json_object_get(r->body, mem0_entity_field[e]) : NULL;
   *out = NULL;
   if (!v || json_is_null(v))
     return 1;
   if (!json_is_string(v) ||
-      !entity_ok(json_string_value(v), json_string_length(v)) ||
+      !mem0_entity_ok(json_string_value(v), json_string_length(v)) ||
       strcmp(json_string_value(v), "*") == 0) {
-    bad_entity(r, ent_field[e]);
+    mem0_bad_entity(r, mem0_entity_field[e]);
     return 0;
   }
   *out = json_string_value(v);
   return 1;
-}
-
-/* The metadata a memory is written with: the caller's object and the
- * reserved mem0 ids. The caller frees the text. */
-static char *stored_metadata(json_t *user_md, const char *const ids[E_COUNT],
-                             const char *role) {
-  json_t *md = user_md ? json_deep_copy(user_md) : json_object();
-  json_t *m = json_object();
-  char *text = NULL;
-  if (md && m) {
-    for (int e = 0; e < E_COUNT; e++)
-      if (ids[e])
-        json_object_set_new(m, ent_field[e], json_string(ids[e]));
-    if (role)
-      json_object_set_new(m, "role", json_string(role));
-    json_object_set(md, RESERVED, m);
-    text = json_dumps(md, JSON_COMPACT);
-  }
-  json_decref(m);
-  json_decref(md);
-  return text;
 }
 
 static int user_metadata(http_req *r, json_t **out) {
@@ -683,8 +227,8 @@ static void added(int status, engram_op *ops, size_t n, void *data) {
                         .content = ops[i].content,
                         .content_len = ops[i].content_len,
                         .metadata = ops[i].metadata};
-    view v;
-    if (!view_init(&v, &node)) {
+    mem0_view v;
+    if (!mem0_view_init(&v, &node)) {
       json_decref(out);
       out = NULL;
       break;
@@ -695,10 +239,10 @@ static void added(int status, engram_op *ops, size_t n, void *data) {
                   "data", "memory", ops[i].content, ops[i].content_len,
                   "metadata", json_is_object(md) ? md : v.md);
     if (o) {
-      set_ids(o, &v);
-      json_object_set_new(o, "role", str_or_null(v.role));
+      mem0_set_ids(o, &v);
+      json_object_set_new(o, "role", mem0_str_or_null(v.role));
     }
-    view_free(&v);
+    mem0_view_free(&v);
     if (!o || json_array_append_new(out, o) != 0) {
       json_decref(out);
       out = NULL;
@@ -731,7 +275,7 @@ static int parse_message(http_req *r, json_t *m, size_t i, const char **content,
   }
   if (ro && !json_is_null(ro) &&
       (!json_is_string(ro) ||
-       !entity_ok(json_string_value(ro), json_string_length(ro)) ||
+       !mem0_entity_ok(json_string_value(ro), json_string_length(ro)) ||
        json_string_length(ro) > MAX_ROLE)) {
     http_error(r, 400, "invalid",
                "'messages[%zu].role' must be a short string such as \"user\" "
@@ -785,7 +329,7 @@ static void mem0_add(http_req *r) {
     return;
   }
   char ns[NS_CAP];
-  snprintf(ns, sizeof ns, "%s:%s", ent_kind[primary], ids[primary]);
+  snprintf(ns, sizeof ns, "%s:%s", mem0_entity_kind[primary], ids[primary]);
   if (!http_allow_ns(r, ns)) {
     http_req_done(r);
     return;
@@ -807,7 +351,7 @@ static void mem0_add(http_req *r) {
     }
     if (!ok)
       break;
-    if (!(mds[i] = stored_metadata(md, ids, role))) {
+    if (!(mds[i] = mem0_stored_metadata(md, ids, role))) {
       http_error(r, 503, "unavailable", "out of memory");
       ok = 0;
       break;
@@ -845,7 +389,7 @@ static void read_error(engram_stream *s, int code, const char *message,
 static void read_done(engram_stream *s, int status, void *data);
 static void finish(m0_op *op);
 
-static int alt_trivial(const alt *a) {
+static int alt_trivial(const mem0_alt *a) {
   for (int e = 0; e < E_COUNT; e++)
     if (e != a->primary && a->how[e] != C_NONE)
       return 0;
@@ -858,12 +402,12 @@ static int node_matches(m0_op *op, const engram_node *n) {
   for (size_t i = op->g0; i < op->g1; i++)
     if (alt_trivial(&op->plan.a[i]))
       return 1;
-  view v;
-  if (!view_init(&v, n))
+  mem0_view v;
+  if (!mem0_view_init(&v, n))
     return -1;
   int hit = 0;
   for (size_t i = op->g0; i < op->g1 && !hit; i++) {
-    const alt *a = &op->plan.a[i];
+    const mem0_alt *a = &op->plan.a[i];
     hit = 1;
     for (int e = 0; e < E_COUNT && hit; e++)
       if (a->how[e] == C_EQ)
@@ -871,7 +415,7 @@ static int node_matches(m0_op *op, const engram_node *n) {
       else if (a->how[e] == C_ANY)
         hit = v.id[e] != NULL;
   }
-  view_free(&v);
+  mem0_view_free(&v);
   return hit;
 }
 
@@ -950,7 +494,7 @@ static void read_item(engram_stream *s, const engram_node *n, void *data) {
   json_t *o = NULL;
   switch (op->kind) {
   case K_SEARCH:
-    if (hit && !(o = memory_json(n, 1)))
+    if (hit && !(o = mem0_memory_json(n, 1)))
       break;
     if (hit && ++op->group_hits >= op->top_k)
       op->stopped = 1; /* after the append below */
@@ -958,7 +502,8 @@ static void read_item(engram_stream *s, const engram_node *n, void *data) {
   case K_LIST:
     if (hit) {
       size_t at = op->matched++, first = (op->page - 1) * op->page_size;
-      if (at >= first && at < first + op->page_size && !(o = memory_json(n, 0)))
+      if (at >= first && at < first + op->page_size &&
+          !(o = mem0_memory_json(n, 0)))
         hit = -1;
     }
     break;
@@ -1178,11 +723,11 @@ static int refuse_fields(http_req *r, const char *const *fields) {
 static int body_plan(http_req *r, m0_op *op) {
   json_t *f = r->body ? json_object_get(r->body, "filters") : NULL;
   int any = f && !json_is_null(f);
-  dnf *d = &op->plan;
+  mem0_dnf *d = &op->plan;
   if (any) {
-    if (!parse_filters(r, f, "filters", d, 0))
+    if (!mem0_parse_filters(r, f, "filters", d, 0))
       return 0;
-  } else if (!dnf_true(d)) {
+  } else if (!mem0_dnf_true(d)) {
     http_error(r, 503, "unavailable", "out of memory");
     return 0;
   }
@@ -1190,7 +735,7 @@ static int body_plan(http_req *r, m0_op *op) {
     const char *v;
     if (!body_entity(r, e, &v))
       return 0;
-    if (v && !and_entity(r, d, e, C_EQ, v))
+    if (v && !mem0_and_entity(r, d, e, C_EQ, v))
       return 0;
     any = any || v;
   }
@@ -1200,7 +745,7 @@ static int body_plan(http_req *r, m0_op *op) {
                "app_id or run_id, e.g. {\"user_id\": \"alice\"}");
     return 0;
   }
-  return plan_build(r, d, "filters");
+  return mem0_plan_build(r, d, "filters");
 }
 
 static void mem0_search(http_req *r) {
@@ -1281,22 +826,22 @@ static void mem0_delete_all(http_req *r) {
   if (!op)
     return;
   op->done_message = "Memories deleted successfully!";
-  if (!dnf_true(&op->plan)) {
+  if (!mem0_dnf_true(&op->plan)) {
     oom_end(op);
     return;
   }
   int any = 0;
   for (int e = 0; e < E_COUNT; e++) {
     char v[ENTITY_MAX + 2];
-    int rc = http_query(r, ent_field[e], v, sizeof v);
+    int rc = http_query(r, mem0_entity_field[e], v, sizeof v);
     if (rc == 0)
       continue;
-    if (rc < 0 || !entity_ok(v, strlen(v))) {
-      bad_entity(r, ent_field[e]);
+    if (rc < 0 || !mem0_entity_ok(v, strlen(v))) {
+      mem0_bad_entity(r, mem0_entity_field[e]);
       op_end(op);
       return;
     }
-    if (!and_entity(r, &op->plan, e, strcmp(v, "*") ? C_EQ : C_ANY, v)) {
+    if (!mem0_and_entity(r, &op->plan, e, strcmp(v, "*") ? C_EQ : C_ANY, v)) {
       op_end(op);
       return;
     }
@@ -1309,7 +854,7 @@ static void mem0_delete_all(http_req *r) {
     op_end(op);
     return;
   }
-  if (!plan_build(r, &op->plan, "the query parameters")) {
+  if (!mem0_plan_build(r, &op->plan, "the query parameters")) {
     op_end(op);
     return;
   }
@@ -1320,7 +865,7 @@ static void mem0_delete_all(http_req *r) {
 static void mem0_delete_entity(http_req *r) {
   int e = -1;
   for (int i = 0; i < E_COUNT && e < 0; i++)
-    if (strcmp(r->params[0], ent_kind[i]) == 0)
+    if (strcmp(r->params[0], mem0_entity_kind[i]) == 0)
       e = i;
   if (e < 0) {
     http_error(r, 400, "invalid",
@@ -1328,9 +873,9 @@ static void mem0_delete_entity(http_req *r) {
     http_req_done(r);
     return;
   }
-  if (!entity_ok(r->params[1], strlen(r->params[1])) ||
+  if (!mem0_entity_ok(r->params[1], strlen(r->params[1])) ||
       strcmp(r->params[1], "*") == 0) {
-    bad_entity(r, "the entity name in the path");
+    mem0_bad_entity(r, "the entity name in the path");
     http_req_done(r);
     return;
   }
@@ -1338,12 +883,12 @@ static void mem0_delete_entity(http_req *r) {
   if (!op)
     return;
   op->done_message = "Entity deleted successfully.";
-  if (!dnf_true(&op->plan)) {
+  if (!mem0_dnf_true(&op->plan)) {
     oom_end(op);
     return;
   }
-  if (!and_entity(r, &op->plan, e, C_EQ, r->params[1]) ||
-      !plan_build(r, &op->plan, "the path")) {
+  if (!mem0_and_entity(r, &op->plan, e, C_EQ, r->params[1]) ||
+      !mem0_plan_build(r, &op->plan, "the path")) {
     op_end(op);
     return;
   }
@@ -1375,7 +920,7 @@ static void refetched(int status, const engram_node *node, void *data) {
   } else if (status != 0) {
     by_id_error(op, status, NULL);
   } else {
-    json_t *o = memory_json(node, 0);
+    json_t *o = mem0_memory_json(node, 0);
     if (!o) {
       oom_end(op);
       return;
@@ -1427,11 +972,11 @@ static void history_got(int status, const engram_history_entry *entries,
     snprintf(hid, sizeof hid, "%s:%zu", op->id, i + 1);
     json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:s, s:o, s:o, s:[], s:[]}",
                           "id", hid, "memory_id", op->id, "old_memory",
-                          str_or_null(h->old_content), "new_memory",
-                          str_or_null(h->new_content), "event",
+                          mem0_str_or_null(h->old_content), "new_memory",
+                          mem0_str_or_null(h->new_content), "event",
                           (unsigned)h->event < 3 ? event[h->event] : "UPDATE",
-                          "created_at", iso_time(h->at_ms), "updated_at",
-                          iso_time(h->at_ms), "categories", "input");
+                          "created_at", mem0_iso_time(h->at_ms), "updated_at",
+                          mem0_iso_time(h->at_ms), "categories", "input");
     if (o)
       json_object_update(o, op->entity_ids);
     if (!o || json_array_append_new(out, o) != 0) {
@@ -1457,13 +1002,13 @@ static void update_found(m0_op *op, const engram_node *node) {
     w.set |= ENGRAM_SET_CONTENT;
   }
   if (op->new_md) {
-    view v;
-    json_t *copy = view_init(&v, node) ? json_deep_copy(op->new_md) : NULL;
+    mem0_view v;
+    json_t *copy = mem0_view_init(&v, node) ? json_deep_copy(op->new_md) : NULL;
     if (copy && v.ids)
       json_object_set(copy, RESERVED, v.ids);
     md = copy ? json_dumps(copy, JSON_COMPACT) : NULL;
     json_decref(copy);
-    view_free(&v);
+    mem0_view_free(&v);
     if (!md) {
       oom_end(op);
       return;
@@ -1505,14 +1050,14 @@ static void found(int status, const engram_node *node, void *data) {
     break;
   }
   case K_HISTORY: {
-    view v;
-    if (!view_init(&v, node) || !(op->entity_ids = json_object())) {
-      view_free(&v);
+    mem0_view v;
+    if (!mem0_view_init(&v, node) || !(op->entity_ids = json_object())) {
+      mem0_view_free(&v);
       oom_end(op);
       return;
     }
-    set_ids(op->entity_ids, &v);
-    view_free(&v);
+    mem0_set_ids(op->entity_ids, &v);
+    mem0_view_free(&v);
     rc = engram_history(r->eg, op->ns, op->id, history_got, op);
     break;
   }

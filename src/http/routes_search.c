@@ -133,21 +133,15 @@ static int short_real(double x) {
 }
 
 /* One memory as the API shows it: the shape of the memory routes
- * (routes_memories.c), plus its relevance. */
+ * (http_memory_json), plus its relevance. */
 static json_t *node_json(const engram_node *n) {
-  char hex[17];
-  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)n->content_hash);
-  json_t *md = n->metadata ? json_loads(n->metadata, 0, NULL) : NULL;
-  if (!md)
-    md = json_object(); /* stored metadata is checked to be an object */
-  const char *type = engram_type_name(n->type);
-  return json_pack(
-      "{s:s, s:s, s:s, s:s%, s:f, s:o, s:I, s:I, s:I, s:s, s:f}", "id", n->id,
-      "ns", n->ns ? n->ns : "", "type", type ? type : "episodic", "content",
-      n->content, n->content_len, "importance", n->importance, "metadata", md,
-      "created_ms", (json_int_t)n->created_ms, "updated_ms",
-      (json_int_t)n->updated_ms, "accessed_ms", (json_int_t)n->accessed_ms,
-      "content_hash", hex, "relevance", round15(n->relevance));
+  json_t *o = http_memory_json(n, 0);
+  if (o && json_object_set_new(o, "relevance",
+                               json_real(round15(n->relevance))) != 0) {
+    json_decref(o);
+    return NULL;
+  }
+  return o;
 }
 
 /* ------------------------------------------------------------- /search */
