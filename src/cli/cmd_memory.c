@@ -30,6 +30,30 @@ static int not_found(cli *c, const char *id) {
 
 /* ------------------------------------------------------------------- add */
 
+/* --type, --importance and --metadata, shared by add and update: each one
+ * given is checked, stored in op and marked in op->set. */
+static int parse_fields(cli *c, const cli_opt *opts, engram_op *op) {
+  const char *v;
+  int rc;
+  if ((v = cli_opt_value(opts, "type"))) {
+    if ((rc = cli_parse_type(c, "type", v, &op->type)) != CLI_OK)
+      return rc;
+    op->set |= ENGRAM_SET_TYPE;
+  }
+  if ((v = cli_opt_value(opts, "importance"))) {
+    if ((rc = cli_parse_unit(c, "importance", v, &op->importance)) != CLI_OK)
+      return rc;
+    op->set |= ENGRAM_SET_IMPORTANCE;
+  }
+  if ((v = cli_opt_value(opts, "metadata"))) {
+    if (cli_check_metadata(c, v) != CLI_OK)
+      return CLI_FAIL;
+    op->metadata = v;
+    op->set |= ENGRAM_SET_METADATA;
+  }
+  return CLI_OK;
+}
+
 int cmd_add(cli *c, int argc, char **argv) {
   cli_opt opts[] = {{"type", 1, NULL, 0},
                     {"importance", 1, NULL, 0},
@@ -45,23 +69,8 @@ int cmd_add(cli *c, int argc, char **argv) {
                               "standard input)");
   engram_op op = {.kind = ENGRAM_OP_ADD, .ns = c->ns, .type = ENGRAM_EPISODIC};
   op.set = ENGRAM_SET_CONTENT;
-  const char *v;
-  if ((v = cli_opt_value(opts, "type"))) {
-    if ((rc = cli_parse_type(c, "type", v, &op.type)) != CLI_OK)
-      return rc;
-    op.set |= ENGRAM_SET_TYPE;
-  }
-  if ((v = cli_opt_value(opts, "importance"))) {
-    if ((rc = cli_parse_unit(c, "importance", v, &op.importance)) != CLI_OK)
-      return rc;
-    op.set |= ENGRAM_SET_IMPORTANCE;
-  }
-  if ((v = cli_opt_value(opts, "metadata"))) {
-    if (cli_check_metadata(c, v) != CLI_OK)
-      return CLI_FAIL;
-    op.metadata = v;
-    op.set |= ENGRAM_SET_METADATA;
-  }
+  if ((rc = parse_fields(c, opts, &op)) != CLI_OK)
+    return rc;
   op.dedup = cli_opt_seen(opts, "dedup");
 
   char *owned;
@@ -160,23 +169,8 @@ int cmd_update(cli *c, int argc, char **argv) {
   if (npos != 1)
     return cli_usage_error(c, "give the id of the memory to change");
   engram_op op = {.kind = ENGRAM_OP_UPDATE, .ns = c->ns, .id = pos[0]};
-  const char *v;
-  if ((v = cli_opt_value(opts, "type"))) {
-    if ((rc = cli_parse_type(c, "type", v, &op.type)) != CLI_OK)
-      return rc;
-    op.set |= ENGRAM_SET_TYPE;
-  }
-  if ((v = cli_opt_value(opts, "importance"))) {
-    if ((rc = cli_parse_unit(c, "importance", v, &op.importance)) != CLI_OK)
-      return rc;
-    op.set |= ENGRAM_SET_IMPORTANCE;
-  }
-  if ((v = cli_opt_value(opts, "metadata"))) {
-    if (cli_check_metadata(c, v) != CLI_OK)
-      return CLI_FAIL;
-    op.metadata = v;
-    op.set |= ENGRAM_SET_METADATA;
-  }
+  if ((rc = parse_fields(c, opts, &op)) != CLI_OK)
+    return rc;
   const char *text = cli_opt_value(opts, "text");
   if (!text && op.set == 0)
     return cli_usage_error(c, "nothing to change: give --text, --type, "

@@ -51,6 +51,18 @@ void mem_out_of_memory(http_req *r) {
   http_req_done(r);
 }
 
+mem_req *mem_req_for_id(http_req *r) {
+  char ns[NS_CAP];
+  if (!http_path_id(r, 0) || !http_query_ns(r, ns, sizeof ns)) {
+    http_req_done(r);
+    return NULL;
+  }
+  mem_req *m = mem_req_new(r, ns, r->params[0]);
+  if (!m)
+    mem_out_of_memory(r);
+  return m;
+}
+
 /* ----------------------------------------------------------- JSON bodies */
 
 /* "ns" from the body, required, and allowed for the caller's key. */

@@ -36,6 +36,10 @@ typedef struct mem_req {
 
 /* A mem_req for r (ns and id copied when not NULL); NULL out of memory. */
 mem_req *mem_req_new(http_req *r, const char *ns, const char *id);
+/* The memory of a by-id route: the id from the path (":id"), the
+ * namespace from ?ns=. On a bad id or namespace, or out of memory, it has
+ * replied and released r, and returns NULL. */
+mem_req *mem_req_for_id(http_req *r);
 /* Releases the http_req (exactly once) and frees m. */
 void mem_req_end(mem_req *m);
 /* A start function refused (it will not call back): reply and end. */

@@ -262,16 +262,9 @@ static void start_get(mem_req *m) {
 }
 
 static void memory_get(http_req *r) {
-  char ns[NS_CAP];
-  if (!http_path_id(r, 0) || !http_query_ns(r, ns, sizeof ns)) {
-    http_req_done(r);
+  mem_req *m = mem_req_for_id(r);
+  if (!m)
     return;
-  }
-  mem_req *m = mem_req_new(r, ns, r->params[0]);
-  if (!m) {
-    mem_out_of_memory(r);
-    return;
-  }
   start_get(m);
 }
 
@@ -336,16 +329,9 @@ static void deleted(int status, engram_op *ops, size_t n, void *data) {
 }
 
 static void memory_delete(http_req *r) {
-  char ns[NS_CAP];
-  if (!http_path_id(r, 0) || !http_query_ns(r, ns, sizeof ns)) {
-    http_req_done(r);
+  mem_req *m = mem_req_for_id(r);
+  if (!m)
     return;
-  }
-  mem_req *m = mem_req_new(r, ns, r->params[0]);
-  if (!m) {
-    mem_out_of_memory(r);
-    return;
-  }
   engram_op op = {.kind = ENGRAM_OP_DELETE, .ns = m->ns, .id = m->id};
   mem_start_write(m, &op, 1, deleted);
 }
@@ -432,16 +418,9 @@ static void got_history(int status, const engram_history_entry *e, size_t n,
 }
 
 static void memory_history(http_req *r) {
-  char ns[NS_CAP];
-  if (!http_path_id(r, 0) || !http_query_ns(r, ns, sizeof ns)) {
-    http_req_done(r);
+  mem_req *m = mem_req_for_id(r);
+  if (!m)
     return;
-  }
-  mem_req *m = mem_req_new(r, ns, r->params[0]);
-  if (!m) {
-    mem_out_of_memory(r);
-    return;
-  }
   int rc = engram_history(r->eg, m->ns, m->id, got_history, m);
   if (rc != 0)
     mem_req_failed(r, m, rc);

@@ -109,16 +109,9 @@ static void rels_checked(int status, const engram_node *node, void *data) {
 }
 
 static void memory_relationships(http_req *r) {
-  char ns[NS_CAP];
-  if (!http_path_id(r, 0) || !http_query_ns(r, ns, sizeof ns)) {
-    http_req_done(r);
+  mem_req *m = mem_req_for_id(r);
+  if (!m)
     return;
-  }
-  mem_req *m = mem_req_new(r, ns, r->params[0]);
-  if (!m) {
-    mem_out_of_memory(r);
-    return;
-  }
   int rc = engram_get(r->eg, m->ns, m->id, rels_checked, m);
   if (rc != 0)
     mem_req_failed(r, m, rc);
