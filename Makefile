@@ -1,6 +1,8 @@
 # engram — the two commands of the README, and a few more.
 #   make run    install missing Debian packages, build, start engram serve on ./data/engram.db
 #   make test   install missing packages, build with -Werror, ASan and UBSan, run every test
+#               (the storage tests also on a throwaway PostgreSQL server that ctest
+#               starts and stops; ENGRAM_TEST_PG=off skips those, saying so)
 #   make bench  build optimized, run the benchmarks (results: docs/benchmarks.md)
 
 BUILD      ?= build
@@ -26,6 +28,7 @@ run: build
 test: deps
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DENGRAM_WERROR=ON -DENGRAM_SANITIZE=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
+	@if [ "$$ENGRAM_TEST_PG" = off ]; then echo "PostgreSQL tests skipped: ENGRAM_TEST_PG=off"; fi
 	@cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build

@@ -268,8 +268,11 @@ static void start_next(slot *s) {
     if (uv_queue_work(&loop, &s->work, raw_work, raw_after) != 0)
       abort();
   } else {
+    /* Lexical: the raw side runs the same FTS5 query, and the ids of
+     * both must match (hybrid re-ranks; docs/retrieval.md measures it). */
     engram_context_options co = {.max_memories = opt.max_memories,
-                                 .timeout_ms = opt.timeout_ms};
+                                 .timeout_ms = opt.timeout_ms,
+                                 .strategy = ENGRAM_STRATEGY_LEXICAL};
     int rc =
         engram_context_inject(eg, NS, queries[s->qi], &co, on_context, s, NULL);
     if (rc != 0) {

@@ -181,7 +181,8 @@ static void start_one(slot *s) {
     }
   } else {
     engram_context_options o = {.max_memories = CONTEXT_MAX,
-                                .timeout_ms = opt.timeout_ms};
+                                .timeout_ms = opt.timeout_ms,
+                                .strategy = ENGRAM_STRATEGY_LEXICAL};
     rc = engram_context_inject(eg, NS,
                                queries[bench_rng_below(&r->rng, opt.queries)],
                                &o, on_context, s, NULL);

@@ -52,6 +52,7 @@
 
 #include "corpus.h"
 #include "engram.h"
+#include "pgraw.h"
 #include "stats.h"
 #include "store/sqlite/sqlite_internal.h"
 
@@ -104,6 +105,7 @@ typedef struct config {
   unsigned runs;
   int keep;
   engram_durability durability;
+  const char *db; /* a PostgreSQL conninfo: benchmark that backend */
 } config;
 
 typedef struct dataset {
@@ -629,6 +631,83 @@ static void raw_ingests(const config *cfg, const char *schema_path,
       ingest_raw(cfg, schema_path, raw_path, d, 1, GROUP_ROWS);
 }
 
+/* The search comparison both backends share: a warm-up of both sides,
+ * then every query on both, back to back, alternating which goes first;
+ * fills the latency, CPU, paired-ratio and same-ids fields of res. */
+typedef uint64_t (*raw_search_fn)(void *ctx, const char *text, idlist *out);
+static void compare_searches(const config *cfg, engram *eg, char **queries,
+                             raw_search_fn raw, void *ctx, run_result *res) {
+  size_t nq = cfg->queries;
+  idlist *e_ids = calloc(nq, sizeof *e_ids);
+  idlist *r_ids = calloc(nq, sizeof *r_ids);
+  uint64_t *e_ns = calloc(nq, sizeof *e_ns);
+  uint64_t *r_ns = calloc(nq, sizeof *r_ns);
+  if (!e_ids || !r_ids || !e_ns || !r_ns)
+    die("out of memory");
+
+  /* Warm-up: statements prepared, caches filled, for both. */
+  for (size_t i = 0; i < cfg->warmup && i < nq; i++) {
+    search_engram(eg, queries[i], &e_ids[i]);
+    raw(ctx, queries[i], &r_ids[i]);
+  }
+  /* CPU time of the whole process (the thread pool included) is summed
+   * per side: unlike latency it does not count waiting for a CPU, so on a
+   * busy machine it shows what each side costs. */
+  uint64_t e_cpu = 0, r_cpu = 0;
+  for (size_t i = 0; i < nq; i++) {
+    /* Alternate which goes first, so neither always finds the other's
+     * pages freshly touched. */
+    for (int k = 0; k < 2; k++) {
+      uint64_t c0 = stats_cpu_ns();
+      if ((i + (size_t)k) % 2 == 0) {
+        e_ns[i] = search_engram(eg, queries[i], &e_ids[i]);
+        e_cpu += stats_cpu_ns() - c0;
+      } else {
+        r_ns[i] = raw(ctx, queries[i], &r_ids[i]);
+        r_cpu += stats_cpu_ns() - c0;
+      }
+    }
+  }
+  res->e_cpu = (double)e_cpu / (double)nq / 1e3;
+  res->r_cpu = (double)r_cpu / (double)nq / 1e3;
+  /* Each query's two timings ran back to back, under the same conditions:
+   * the median of their ratios is the comparison least moved by noise. */
+  double *ratios = calloc(nq, sizeof *ratios);
+  if (!ratios)
+    die("out of memory");
+  for (size_t i = 0; i < nq; i++)
+    ratios[i] = (double)e_ns[i] / (double)(r_ns[i] ? r_ns[i] : 1);
+  res->paired = stats_median(ratios, nq);
+  free(ratios);
+  for (size_t i = 0; i < nq; i++) {
+    int same = e_ids[i].n == r_ids[i].n;
+    for (size_t k = 0; same && k < e_ids[i].n; k++)
+      same = strcmp(e_ids[i].id[k], r_ids[i].id[k]) == 0;
+    if (!same) {
+      if (idlist_same_set(&e_ids[i], &r_ids[i]))
+        res->reordered++;
+      else
+        res->mismatches++;
+      if (res->mismatches + res->reordered <= 3)
+        fprintf(stderr, "  mismatch on \"%s\": engram %zu ids, raw %zu ids\n",
+                queries[i], e_ids[i].n, r_ids[i].n);
+    }
+  }
+  latency_summary(e_ns, nq, &res->e_p50, &res->e_p90, &res->e_p99, &res->e_mean,
+                  &res->e_qps);
+  latency_summary(r_ns, nq, &res->r_p50, &res->r_p90, &res->r_p99, &res->r_mean,
+                  &res->r_qps);
+
+  free(e_ids);
+  free(r_ids);
+  free(e_ns);
+  free(r_ns);
+}
+
+static uint64_t raw_sqlite_search(void *ctx, const char *text, idlist *out) {
+  return search_raw(ctx, text, out);
+}
+
 static void one_run(const config *cfg, const char *schema_path,
                     const dataset *d, char **queries, size_t run, int first,
                     run_result *res) {
@@ -664,66 +743,10 @@ static void one_run(const config *cfg, const char *schema_path,
   }
 
   size_t nq = cfg->queries;
-  idlist *e_ids = calloc(nq, sizeof *e_ids);
-  idlist *r_ids = calloc(nq, sizeof *r_ids);
   uint64_t *e_ns = calloc(nq, sizeof *e_ns);
-  uint64_t *r_ns = calloc(nq, sizeof *r_ns);
-  if (!e_ids || !r_ids || !e_ns || !r_ns)
+  if (!e_ns)
     die("out of memory");
-
-  /* Warm-up: statements prepared, caches filled, for both. */
-  for (size_t i = 0; i < cfg->warmup && i < nq; i++) {
-    search_engram(eg, queries[i], &e_ids[i]);
-    search_raw(&r, queries[i], &r_ids[i]);
-  }
-  /* CPU time of the whole process (the thread pool included) is summed
-   * per side: unlike latency it does not count waiting for a CPU, so on a
-   * busy machine it shows what each side costs. */
-  uint64_t e_cpu = 0, r_cpu = 0;
-  for (size_t i = 0; i < nq; i++) {
-    /* Alternate which goes first, so neither always finds the other's
-     * pages freshly touched. */
-    for (int k = 0; k < 2; k++) {
-      uint64_t c0 = stats_cpu_ns();
-      if ((i + (size_t)k) % 2 == 0) {
-        e_ns[i] = search_engram(eg, queries[i], &e_ids[i]);
-        e_cpu += stats_cpu_ns() - c0;
-      } else {
-        r_ns[i] = search_raw(&r, queries[i], &r_ids[i]);
-        r_cpu += stats_cpu_ns() - c0;
-      }
-    }
-  }
-  res->e_cpu = (double)e_cpu / (double)nq / 1e3;
-  res->r_cpu = (double)r_cpu / (double)nq / 1e3;
-  /* Each query's two timings ran back to back, under the same conditions:
-   * the median of their ratios is the comparison least moved by noise. */
-  double *ratios = calloc(nq, sizeof *ratios);
-  if (!ratios)
-    die("out of memory");
-  for (size_t i = 0; i < nq; i++)
-    ratios[i] = (double)e_ns[i] / (double)(r_ns[i] ? r_ns[i] : 1);
-  res->paired = stats_median(ratios, nq);
-  free(ratios);
-  for (size_t i = 0; i < nq; i++) {
-    int same = e_ids[i].n == r_ids[i].n;
-    for (size_t k = 0; same && k < e_ids[i].n; k++)
-      same = strcmp(e_ids[i].id[k], r_ids[i].id[k]) == 0;
-    if (!same) {
-      if (idlist_same_set(&e_ids[i], &r_ids[i]))
-        res->reordered++;
-      else
-        res->mismatches++;
-      if (res->mismatches + res->reordered <= 3)
-        fprintf(stderr, "  mismatch on \"%s\": engram %zu ids, raw %zu ids\n",
-                queries[i], e_ids[i].n, r_ids[i].n);
-    }
-  }
-  latency_summary(e_ns, nq, &res->e_p50, &res->e_p90, &res->e_p99, &res->e_mean,
-                  &res->e_qps);
-  latency_summary(r_ns, nq, &res->r_p50, &res->r_p90, &res->r_p99, &res->r_mean,
-                  &res->r_qps);
-
+  compare_searches(cfg, eg, queries, raw_sqlite_search, &r, res);
   if (first) {
     /* How many rows the queries match: a realism check of the corpus. */
     for (size_t i = 0; i < nq; i++)
@@ -740,10 +763,7 @@ static void one_run(const config *cfg, const char *schema_path,
   engram_stop(eg);
   if (!cfg->keep)
     remove_db(engram_path);
-  free(e_ids);
-  free(r_ids);
   free(e_ns);
-  free(r_ns);
 
   printf("  run %zu: ingest/s engram %.0f (%llu group commits), raw %.0f, "
          "raw memories only %.0f, raw txn per %d %.0f | search p50 engram "
@@ -753,6 +773,73 @@ static void one_run(const config *cfg, const char *schema_path,
          res->ingest_raw, res->ingest_raw_mem, GROUP_ROWS, res->ingest_raw_txn,
          res->e_p50, res->r_p50, res->e_cpu, res->r_cpu, res->mismatches,
          res->reordered, loadavg());
+  fflush(stdout);
+}
+
+/* ------------------------------------------------------------ PostgreSQL */
+
+/* The raw side of a PostgreSQL run: engram's own search SQL as one plain
+ * query with LIMIT 10 on a blocking connection. */
+static uint64_t raw_pg_search(void *ctx, const char *text, idlist *out) {
+  uint64_t t0 = stats_now_ns();
+  out->n = pgraw_search(ctx, NS, text, TOP, out->id);
+  return stats_now_ns() - t0;
+}
+
+/* One run on PostgreSQL: engram and raw libpq each ingest the corpus into
+ * a fresh schema of their own (the raw one made by engram's migrations, so
+ * both have the same tables, indexes and functions), then the searches
+ * are compared on engram's data, as on SQLite. The raw ingest pipelines
+ * the ADD statement engram's writer runs, a transaction per GROUP_ROWS
+ * (engram's group size), which is what careful libpq code does. */
+static void one_run_pg(const config *cfg, const dataset *d, char **queries,
+                       size_t run, run_result *res) {
+  char es[64], rs[64], econn[2048], rconn[2048];
+  snprintf(es, sizeof es, "bench_e_%d_%zu_%zu", (int)getpid(), d->n, run);
+  snprintf(rs, sizeof rs, "bench_r_%d_%zu_%zu", (int)getpid(), d->n, run);
+  memset(res, 0, sizeof *res);
+  PGconn *admin = pgraw_connect(cfg->db);
+  pgraw_schema(admin, cfg->db, es, econn, sizeof econn);
+  pgraw_schema(admin, cfg->db, rs, rconn, sizeof rconn);
+  engram_stop(engram_start(cfg, rconn)); /* the raw schema's tables */
+
+  const char **texts = malloc(d->n * sizeof *texts);
+  if (!texts)
+    die("out of memory");
+  for (size_t i = 0; i < d->n; i++)
+    texts[i] = d->text + d->off[i];
+  PGconn *raw = pgraw_connect(rconn);
+  engram *eg = engram_start(cfg, econn);
+  if (run % 2 == 1)
+    res->ingest_raw_txn = pgraw_ingest(raw, NS, texts, d->len, d->n,
+                                       GROUP_ROWS);
+  res->ingest_engram = ingest_engram(cfg, eg, d, &res->group_commits);
+  if (run % 2 == 0)
+    res->ingest_raw_txn = pgraw_ingest(raw, NS, texts, d->len, d->n,
+                                       GROUP_ROWS);
+  /* The PostgreSQL reference is the grouped one (a transaction per
+   * GROUP_ROWS); one transaction of everything is not measured. */
+  res->ingest_raw = res->ingest_raw_txn;
+  pgraw_exec(admin, "ANALYZE");
+  PQfinish(raw);
+  free(texts);
+
+  PGconn *reader = pgraw_connect(econn);
+  compare_searches(cfg, eg, queries, raw_pg_search, reader, res);
+  PQfinish(reader);
+  engram_stop(eg);
+  if (!cfg->keep) {
+    pgraw_drop_schema(admin, es);
+    pgraw_drop_schema(admin, rs);
+  }
+  PQfinish(admin);
+  printf("  run %zu: ingest/s engram %.0f (%llu group commits), raw libpq "
+         "(txn per %d) %.0f | search p50 engram %.1f us, raw %.1f us | "
+         "cpu/query engram %.1f us, raw %.1f us | mismatches %zu, reordered "
+         "%zu | load %.2f\n",
+         run + 1, res->ingest_engram, (unsigned long long)res->group_commits,
+         GROUP_ROWS, res->ingest_raw_txn, res->e_p50, res->r_p50, res->e_cpu,
+         res->r_cpu, res->mismatches, res->reordered, loadavg());
   fflush(stdout);
 }
 
@@ -835,7 +922,11 @@ static void usage(FILE *f) {
           "  --seed S          corpus and query seed (default 42)\n"
           "  --dir DIR         where the database files go (default "
           "$ENGRAM_BENCH_TMP, else $TMPDIR, else /tmp)\n"
-          "  --keep            keep the database files\n",
+          "  --keep            keep the database files\n"
+          "  --db CONNINFO     benchmark the PostgreSQL backend on that server\n"
+          "                    (postgres://... or key=value) against raw libpq\n"
+          "                    running the same statements; each run works in\n"
+          "                    fresh schemas of its own, dropped afterwards\n",
           MAX_RUNS, CORPUS_DEFAULT_VOCAB);
 }
 
@@ -870,6 +961,7 @@ static void parse_args(int argc, char **argv, config *cfg) {
       {"seed", required_argument, NULL, 's'},
       {"dir", required_argument, NULL, 'd'},
       {"keep", no_argument, NULL, 'K'},
+      {"db", required_argument, NULL, 'P'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -936,6 +1028,13 @@ static void parse_args(int argc, char **argv, config *cfg) {
     case 'K':
       cfg->keep = 1;
       break;
+    case 'P':
+      if (!store_db_is_pg(optarg))
+        die("--db takes a PostgreSQL connection string or URI (the SQLite "
+            "files go to --dir), not \"%s\"",
+            optarg);
+      cfg->db = optarg;
+      break;
     case 'h':
       usage(stdout);
       exit(0);
@@ -960,6 +1059,9 @@ int main(int argc, char **argv) {
   if (mkdir(cfg.dir, 0777) != 0 && errno != EEXIST)
     die("cannot create %s: %s", cfg.dir, strerror(errno));
 
+  if (cfg.db)
+    printf("bench_store: PostgreSQL backend at %s (libpq %d)\n", cfg.db,
+           PQlibVersion());
   printf("bench_store: engram %s, SQLite %s, seed %llu, vocabulary %zu, "
          "%zu queries (top %d, concurrency 1, %zu warm-up), batches of %zu "
          "x %zu in flight, durability %s, %u run(s) per size, files in %s\n",
@@ -989,7 +1091,8 @@ int main(int argc, char **argv) {
   char schema_path[4096];
   snprintf(schema_path, sizeof schema_path, "%s/store-schema.db", cfg.dir);
   remove_db(schema_path);
-  engram_stop(engram_start(&cfg, schema_path));
+  if (!cfg.db)
+    engram_stop(engram_start(&cfg, schema_path));
 
   summary sums[MAX_SIZES];
   for (size_t si = 0; si < cfg.nsizes; si++) {
@@ -1000,16 +1103,25 @@ int main(int argc, char **argv) {
     printf("\n== N = %zu ==\n", n);
     run_result rs[MAX_RUNS];
     for (unsigned run = 0; run < cfg.runs; run++)
-      one_run(&cfg, schema_path, &d, queries, run, run == 0, &rs[run]);
+      if (cfg.db)
+        one_run_pg(&cfg, &d, queries, run, &rs[run]);
+      else
+        one_run(&cfg, schema_path, &d, queries, run, run == 0, &rs[run]);
     summarize(rs, cfg.runs, n, &sums[si]);
     dataset_free(&d);
   }
 
   printf("\nINGEST (memories/s, median of %u run(s))\n", cfg.runs);
-  printf("  raw: one transaction, the rows engram writes (memory + history); "
-         "raw(mem): without the\n  history rows; raw(txn): a transaction per "
-         "%d rows, engram's group size\n",
-         GROUP_ROWS);
+  if (cfg.db)
+    printf("  raw: libpq pipelining engram's ADD statement (memory + history), "
+           "a transaction per\n  %d rows (engram's group size); raw(mem) "
+           "not measured on PostgreSQL\n",
+           GROUP_ROWS);
+  else
+    printf("  raw: one transaction, the rows engram writes (memory + "
+           "history); raw(mem): without the\n  history rows; raw(txn): a "
+           "transaction per %d rows, engram's group size\n",
+           GROUP_ROWS);
   printf("%10s %10s %10s %7s | %10s %10s %7s\n", "N", "engram", "raw", "ratio",
          "raw(mem)", "raw(txn)", "ratio");
   for (size_t si = 0; si < cfg.nsizes; si++) {
@@ -1033,7 +1145,8 @@ int main(int argc, char **argv) {
            "", s->p99_ratio, "", s->cpu_ratio);
   }
 
-  printf("\nRATIOS (engram / raw SQLite, same run; median over runs)\n");
+  printf("\nRATIOS (engram / raw %s, same run; median over runs)\n",
+         cfg.db ? "libpq" : "SQLite");
   size_t wrong = 0;
   for (size_t si = 0; si < cfg.nsizes; si++) {
     const summary *s = &sums[si];

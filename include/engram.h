@@ -117,16 +117,25 @@ typedef enum engram_durability {
 } engram_durability;
 
 typedef struct engram_options {
-  const char *db;            /* path of the SQLite file; NULL: ./data/engram.db */
+  const char *db;            /* path of the SQLite file, or a PostgreSQL
+                                connection string/URI ("postgres://...",
+                                "host=... dbname=..."); NULL:
+                                ./data/engram.db */
   engram_durability durability;
   size_t max_content_bytes;  /* 0: 65536 */
-  unsigned readers;          /* reader connections; 0: 4 */
+  unsigned readers;          /* reader connections; 0: 4 (SQLite) / 8
+                                (PostgreSQL) */
   unsigned write_batch_max;  /* writes per group commit; 0: 1024 */
   unsigned chunk_rows;       /* rows a stream reads per thread-pool task; 0: 64 */
 } engram_options;
 
 /* Fills opts with the defaults (all zero / NULL). */
 void engram_options_init(engram_options *opts);
+
+/* 1 when db names a PostgreSQL database (a postgres:// or postgresql://
+ * URI, or a libpq "keyword=value ..." string), 0 when it is an SQLite
+ * file path. */
+int engram_db_is_postgres(const char *db);
 
 /* Allocates a handle; no I/O. loop NULL: engram creates and owns a loop.
  * opts NULL: defaults. Strings in opts are copied. */
@@ -295,6 +304,53 @@ int engram_stream_set_deadline(engram_stream *s, uint64_t timeout_ms);
 uint64_t engram_stream_delivered(const engram_stream *s);
 uint64_t engram_stream_failed(const engram_stream *s);
 
+/* How a search ranks (docs/api-search.md, docs/retrieval.md). */
+typedef enum engram_strategy {
+  ENGRAM_STRATEGY_DEFAULT = 0, /* the operation's own: lexical for
+                                  engram_search, hybrid for context
+                                  injection */
+  ENGRAM_STRATEGY_LEXICAL = 1, /* BM25 over content, each memory alone */
+  ENGRAM_STRATEGY_HYBRID = 2,  /* BM25 matches, the conversation around
+                                  them (neighbours, session, speaker),
+                                  optional vector fusion, importance, decay */
+} engram_strategy;
+
+/* The "engram_strategy" of a name ("lexical", "hybrid"); 0 or
+ * ENGRAM_EINVAL. */
+int engram_strategy_parse(const char *name, engram_strategy *out);
+/* "lexical", "hybrid"; "default" for ENGRAM_STRATEGY_DEFAULT; NULL when
+ * out of range. */
+const char *engram_strategy_name(engram_strategy strategy);
+
+/* The weights of hybrid search. Call engram_search_options_init() for the
+ * defaults (measured on LoCoMo, see docs/retrieval.md), then change what
+ * you want; every field is checked when a search starts (ENGRAM_EINVAL). */
+typedef struct engram_search_options {
+  unsigned candidates;     /* lexical matches ranked: 100 (1..1000) */
+  unsigned window;         /* neighbours taken each side of a match: 2
+                              (0..16) */
+  double k1, b;            /* BM25: 0.6, 0.3 (k1 in [0,100], b in [0,1]) */
+  double meta_weight;      /* a word in a metadata text value against one in
+                              the content: 1.0 ([0,100]) */
+  double neighbour_weight; /* a match gives weight * score / d to the
+                              memory d places away: 0.5 ([0,10]) */
+  double session_weight;   /* each memory gets weight * the best match of
+                              its session: 0.3 ([0,10]) */
+  double speaker_boost;    /* a match whose metadata "speaker" is named in
+                              the query: score * (1 + boost): 1.0 ([0,10]) */
+  int64_t session_gap_ms;  /* without a metadata "session", a gap longer
+                              than this starts a new one: 30 minutes */
+  double vector_weight;    /* weight of the vector ranking in the fusion:
+                              0 (off; [0,10]) */
+  double rrf_k;            /* reciprocal rank fusion constant: 60 (>= 1) */
+  double importance_weight; /* score * (1 + w * (2 * importance - 1)):
+                               0.2 ([0,1]) */
+  int64_t half_life_ms;    /* temporal decay: score * 0.5^(age / half
+                              life); 0: off (the default) */
+} engram_search_options;
+
+void engram_search_options_init(engram_search_options *opts);
+
 typedef struct engram_query {
   const char *ns;   /* required for search; NULL in list: all namespaces */
   const char *text; /* search: the user's words, plain text (never syntax) */
@@ -302,10 +358,24 @@ typedef struct engram_query {
   unsigned types;   /* bit (1u << type) per type wanted; 0: all */
   const char *after; /* list: cursor, the last id of the previous page */
   double min_relevance; /* search: drop results below this */
+  /* search only: */
+  engram_strategy strategy;
+  const engram_search_options *options; /* hybrid; NULL: the defaults */
+  /* Filters of the hybrid strategy (ENGRAM_EINVAL with lexical): a
+   * top-level metadata key whose value (a string, or a number's JSON text)
+   * equals meta_value; creation time in [created_after_ms,
+   * created_before_ms), 0 for no bound. */
+  const char *meta_key;
+  const char *meta_value;
+  int64_t created_after_ms;
+  int64_t created_before_ms;
 } engram_query;
 
-/* Ranked content search (BM25), relevance normalized to [0,1]. Text with no
- * searchable word gives an empty stream; invalid UTF-8 is ENGRAM_EUTF8. */
+/* Ranked content search, relevance in [0,1], best first. Lexical (the
+ * default): BM25 over each memory's content. Hybrid: see engram_strategy
+ * and engram_search_options; refused (ENGRAM_EINVAL) on a backend that does
+ * not have it yet (PostgreSQL). Text with no searchable word gives an empty
+ * stream; invalid UTF-8 is ENGRAM_EUTF8. */
 int engram_search(engram *eg, const engram_query *q,
                   const engram_stream_cbs *cbs, engram_stream **out);
 
@@ -357,10 +427,6 @@ void engram_set_log(engram *eg, engram_log_fn fn, void *data);
 
 /* ------------------------------------------------------ context injection */
 
-typedef enum engram_strategy {
-  ENGRAM_STRATEGY_LEXICAL = 0, /* BM25 over content */
-} engram_strategy;
-
 typedef struct engram_context_options {
   unsigned max_memories;   /* 0: 10 */
   uint64_t timeout_ms;     /* 0: 250 */
@@ -368,7 +434,8 @@ typedef struct engram_context_options {
   int no_headers;          /* 1: no section header line */
   double min_relevance;    /* [0,1] */
   unsigned types;          /* bit (1u << type) per type wanted; 0: all */
-  engram_strategy strategy;
+  engram_strategy strategy; /* default: hybrid */
+  const engram_search_options *search; /* hybrid; NULL: the defaults */
 } engram_context_options;
 
 /* Valid during the callback. status: 0 (also when the deadline cut the

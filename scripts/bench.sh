@@ -20,25 +20,39 @@ tmp="$build/bench-tmp"
 mkdir -p "$tmp"
 export ENGRAM_BENCH_TMP="$tmp"
 
-# bench_http drives engram serve with wrk (the Debian package wrk), which
-# is a benchmark tool and not a dependency of make test: install it here
-# when missing and allowed; without it bench_http says so and measures its
-# in-process side only.
-if ! command -v wrk >/dev/null 2>&1; then
-  wrk_install=
-  if [ "$(id -u)" -eq 0 ]; then
-    wrk_install="apt-get"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    wrk_install="sudo -n env DEBIAN_FRONTEND=noninteractive apt-get"
+# Benchmark-only Debian packages, not dependencies of make test, installed
+# here when missing and allowed: wrk (bench_http drives engram serve with
+# it) and libfaiss-dev (FAISS, bench_vector's reference, linked by that
+# benchmark only). Without them bench_http measures its in-process side
+# only and bench_vector leaves out its FAISS column, each saying so.
+apt_get=
+if [ "$(id -u)" -eq 0 ]; then
+  apt_get="apt-get"
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  apt_get="sudo -n env DEBIAN_FRONTEND=noninteractive apt-get"
+fi
+# install_pkg PACKAGE WHAT-HAPPENS-WITHOUT-IT
+install_pkg() {
+  if [ -z "$apt_get" ]; then
+    echo "bench.sh: $1 is missing and cannot be installed without root: $2" >&2
+    return 1
   fi
-  if [ -n "$wrk_install" ]; then
-    echo "bench.sh: installing wrk for bench_http" >&2
-    # shellcheck disable=SC2086 # "sudo -n env ... apt-get" is meant to split
-    DEBIAN_FRONTEND=noninteractive $wrk_install install -y -qq \
-      --no-install-recommends wrk >/dev/null 2>&1 ||
-      echo "bench.sh: could not install wrk: bench_http skips its HTTP side" >&2
-  else
-    echo "bench.sh: wrk is missing and cannot be installed without root: bench_http skips its HTTP side" >&2
+  echo "bench.sh: installing $1" >&2
+  # shellcheck disable=SC2086 # "sudo -n env ... apt-get" is meant to split
+  DEBIAN_FRONTEND=noninteractive $apt_get install -y -qq \
+    --no-install-recommends "$1" >/dev/null 2>&1 && return 0
+  echo "bench.sh: could not install $1: $2" >&2
+  return 1
+}
+command -v wrk >/dev/null 2>&1 ||
+  install_pkg wrk "bench_http skips its HTTP side"
+if [ ! -f /usr/include/faiss/IndexFlat.h ] &&
+  install_pkg libfaiss-dev "bench_vector runs without its FAISS column"; then
+  # The build was configured without FAISS: configure it again, so that
+  # CMake finds FAISS, and rebuild bench_vector with it.
+  if ! { cmake -S "$(dirname "$0")/.." -B "$build" >/dev/null &&
+    cmake --build "$build" --target bench_vector -j "$(nproc)" >/dev/null; }; then
+    echo "bench.sh: could not rebuild bench_vector with FAISS" >&2
   fi
 fi
 

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libuv1-dev libsqlite3-dev libjansson-dev libxxhash-dev libcmocka-dev
-  libh2o-dev curl
+  libh2o-dev libcurl4-openssl-dev libpq-dev postgresql curl
 )
 
 missing=()

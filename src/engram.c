@@ -17,6 +17,7 @@
 #include "core/core.h"
 #include "rt/rt.h"
 #include "rt/stream.h"
+#include "search/hybrid.h"
 #include "store/store.h"
 #include "engram_internal.h"
 
@@ -41,6 +42,8 @@ struct engram {
 void engram_options_init(engram_options *opts) {
   memset(opts, 0, sizeof *opts);
 }
+
+int engram_db_is_postgres(const char *db) { return db && store_db_is_pg(db); }
 
 static void log_stderr(engram_log_level level, const char *message,
                        void *data) {
@@ -86,7 +89,9 @@ int engram_init(engram **out, uv_loop_t *loop, const engram_options *opts) {
   }
   rt_init(&eg->rt, eg->loop);
   engram_set_log(eg, log_stderr, NULL);
-  eg->st = eg->base = store_sqlite_new(&eg->rt, &eg->opts);
+  eg->st = eg->base = store_db_is_pg(eg->opts.db)
+                           ? store_pg_new(&eg->rt, &eg->opts)
+                           : store_sqlite_new(&eg->rt, &eg->opts);
   if (!eg->st) {
     if (eg->owns_loop)
       uv_loop_close(&eg->own_loop);
@@ -505,6 +510,63 @@ static int start_stream(engram *eg, stream_start_fn start,
   return 0;
 }
 
+/* Hybrid search (src/search/hybrid.c): options checked here, the rest
+ * there. text is NUL-terminated. */
+static int start_hybrid(engram *eg, const engram_query *q, const char *text,
+                        size_t len, const engram_stream_cbs *cbs,
+                        engram_stream **out) {
+  engram_search_options defaults;
+  const engram_search_options *opt = q->options;
+  if (!opt) {
+    engram_search_options_init(&defaults);
+    opt = &defaults;
+  }
+  char msg[160];
+  int rc = search_options_check(opt, msg, sizeof msg);
+  if (rc == 0 && (!q->meta_key) != (!q->meta_value)) {
+    snprintf(msg, sizeof msg, "a metadata filter needs both a key and a "
+                              "value");
+    rc = ENGRAM_EINVAL;
+  }
+  if (rc == 0 && q->created_before_ms && q->created_after_ms &&
+      q->created_before_ms <= q->created_after_ms) {
+    snprintf(msg, sizeof msg, "created_before_ms must be after "
+                              "created_after_ms");
+    rc = ENGRAM_EINVAL;
+  }
+  if (rc != 0) {
+    rt_log(&eg->rt, ENGRAM_LOG_ERROR, "%s", msg);
+    return rc;
+  }
+  if (!out || (cbs && (!cbs->item || !cbs->done)))
+    return ENGRAM_EINVAL;
+  search_hybrid_query hq = {.ns = q->ns,
+                            .text = text,
+                            .text_len = len,
+                            .types = q->types,
+                            .min_relevance = q->min_relevance,
+                            .opt = opt,
+                            .meta_key = q->meta_key,
+                            .meta_value = q->meta_value,
+                            .created_after_ms = q->created_after_ms,
+                            .created_before_ms = q->created_before_ms,
+                            .now_ms = core_now_ms()};
+  engram_stream *s = stream_new(&eg->rt, cbs);
+  if (!s)
+    return ENGRAM_ENOMEM;
+  rc = search_hybrid_start(eg->st, &hq, s);
+  if (rc != 0) {
+    stream_discard(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+int engram_search_has_hybrid(engram *eg) {
+  return eg && eg->st && eg->st->ops->candidates != NULL;
+}
+
 int engram_search(engram *eg, const engram_query *q,
                   const engram_stream_cbs *cbs, engram_stream **out) {
   if (!q || !q->text)
@@ -524,6 +586,23 @@ int engram_search(engram *eg, const engram_query *q,
     return ENGRAM_ENOMEM;
   memcpy(text, q->text, len);
   text[len] = '\0';
+  if (q->strategy == ENGRAM_STRATEGY_HYBRID) {
+    rc = start_hybrid(eg, q, text, len, cbs, out);
+    free(text);
+    return rc;
+  }
+  if (q->strategy != ENGRAM_STRATEGY_DEFAULT &&
+      q->strategy != ENGRAM_STRATEGY_LEXICAL) {
+    free(text);
+    return ENGRAM_EINVAL;
+  }
+  if (q->meta_key || q->meta_value || q->created_after_ms ||
+      q->created_before_ms) {
+    rt_log(&eg->rt, ENGRAM_LOG_ERROR,
+           "metadata and time filters need the hybrid strategy");
+    free(text);
+    return ENGRAM_EINVAL;
+  }
   store_query sq = {.ns = q->ns,
                     .text = text,
                     .text_len = len,

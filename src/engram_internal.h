@@ -18,4 +18,7 @@ const engram_options *engram_opts(engram *eg);
 int engram_wrap_store(engram *eg, store *(*wrap)(store *inner, void *arg),
                       void *arg);
 
+/* 1 when the store stack can run hybrid searches (SQLite today). */
+int engram_search_has_hybrid(engram *eg);
+
 #endif

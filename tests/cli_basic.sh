@@ -27,7 +27,7 @@ expect_out "engram 0." "--version"
 for h in help --help -h; do
   run "$BIN" $h
   expect_rc 0 "$h"
-  expect_out "usage: engram [--db PATH] [--ns NAME] [--json] COMMAND" "$h"
+  expect_out "usage: engram [--db DB] [--ns NAME] [--json] COMMAND" "$h"
 done
 run "$BIN" help
 general_help=$OUT

@@ -255,7 +255,7 @@ expect_eq "$(ids | wc -l)" 0 "context ids are a plain array"
 expect_eq "$(grep -oE '"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"' <<<"$BODY" | wc -l | tr -d ' ')" "$n" "one id per memory used"
 if values relevance | awk '$1 <= 0 || $1 > 1 { bad = 1 } END { exit bad }'; then pass; else fail "context relevance: $BODY"; fi
 
-post /v1/context '{"ns":"kb","timeout_ms":10000,"message":"peanuts","headers":false,"max_memories":1}'
+post /v1/context '{"ns":"kb","timeout_ms":10000,"message":"peanuts","headers":false,"max_memories":1,"strategy":"lexical"}'
 expect_code 200 "context with options"
 expect_no_body "## Relevant memories" "headers false"
 expect_body '"count":1,' "max_memories 1"
@@ -273,8 +273,12 @@ post /v1/context '{"ns":"kb","timeout_ms":10000,"message":""}'
 expect 200 '"count":0' "context of an empty message"
 post /v1/context '{"ns":"kb","message":"peanuts"}'
 expect 200 '"timed_out":' "context with the default deadline (250 ms)"
-post /v1/context '{"ns":"kb","message":"peanuts","timeout_ms":60000,"max_memories":1000,"max_memory_chars":100000}'
+post /v1/context '{"ns":"kb","message":"peanuts","timeout_ms":60000,"max_memories":1000,"max_memory_chars":100000,"strategy":"lexical"}'
 expect 200 '"count":4' "context options at their bounds"
+post /v1/context '{"ns":"kb","message":"peanuts","timeout_ms":60000,"strategy":"hybrid"}'
+expect 200 '"count":4' "hybrid context: facts take no neighbours"
+post /v1/context '{"ns":"kb","message":"peanuts","strategy":"vector"}'
+expect 400 "strategy" "an unknown strategy"
 
 post /v1/context '{"message":"x"}'
 error 400 ns "context without ns"

@@ -361,6 +361,9 @@ static void test_fuzz(void **state) {
 }
 
 int main(void) {
+  int skip = tu_backend_check();
+  if (skip)
+    return skip;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_syntax_is_data),
       cmocka_unit_test(test_operators_are_not_applied),

@@ -1089,9 +1089,11 @@ static void test_graceful_stop(void **state) {
   response_free(&r);
 
   /* A slow request in flight: a context injection whose three memories
-   * the delay store holds 300 ms each. */
+   * the delay store holds 300 ms each (lexical: its items stream through
+   * the delay store; hybrid's candidates do not). */
   static const char ctx[] = "{\"ns\":\"slow\",\"message\":\"keeper\","
-                            "\"timeout_ms\":10000,\"max_memories\":3}";
+                            "\"timeout_ms\":10000,\"max_memories\":3,"
+                            "\"strategy\":\"lexical\"}";
   client *slow = cl_connect(f.port);
   cl_request(slow, "POST", "/v1/context", NULL, ctx, sizeof ctx - 1);
   WAIT_UNTIL(f.srv->inflight == 1, 2000);

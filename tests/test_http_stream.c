@@ -574,7 +574,7 @@ static void test_deadline_returns_what_arrived(void **state) {
 
   res = call(loop, port, "POST /v1/context", NULL,
              "{\"ns\":\"d\",\"message\":\"apple\",\"max_memories\":30,"
-             "\"timeout_ms\":1000}");
+             "\"timeout_ms\":1000,\"strategy\":\"lexical\"}");
   assert_non_null(strstr(res, "HTTP/1.1 200"));
   assert_non_null(strstr(res, "\"timed_out\":true"));
   assert_non_null(strstr(res, "] apple note "));

@@ -1,4 +1,5 @@
--- context.lua — POST /v1/context {"ns","message","max_memories","timeout_ms"}
+-- context.lua — POST /v1/context {"ns","message","max_memories","timeout_ms",
+-- "strategy":"lexical"} (lexical, as bench/http.c's direct calls)
 -- with messages drawn at random from the file given as the first script
 -- argument.
 --   wrk -s bench/wrk/context.lua URL -- QUERIES_FILE NS MAX TIMEOUT_MS
@@ -18,7 +19,7 @@ function init(args)
   for _, q in ipairs(common.lines(args[1])) do
     bodies[#bodies + 1] = '{"ns":' .. common.json_string(ns) .. ',"message":' ..
       common.json_string(q) .. ',"max_memories":' .. max .. ',"timeout_ms":' ..
-      timeout .. '}'
+      timeout .. ',"strategy":"lexical"}'
   end
   math.randomseed(4444 + (tid or 0))
 end

@@ -1,8 +1,12 @@
 /*
  * context.c — context injection: the step an agent runs before every reply.
  *
- * A search stream of the namespace feeds a collect-with-deadline of
- * max_memories items: demand is exactly what the prompt can use, the search
+ * A search stream of the namespace (hybrid by default where the store has
+ * it: the turns around a match often hold the answer; note that hybrid
+ * ranks only once the store has answered, so a deadline that passes
+ * before then returns nothing, where lexical returns the best memories
+ * that streamed in) feeds a collect-with-deadline of max_memories items:
+ * demand is exactly what the prompt can use, the search
  * is cancelled the moment enough memories arrived, and when the deadline
  * passes first the search is cancelled too (its statement interrupted) and
  * the memories that arrived in time are formatted all the same. Nothing here
@@ -14,6 +18,7 @@
 
 #include "core/buf.h"
 #include "core/core.h"
+#include "engram_internal.h"
 
 #define DEFAULT_MAX_MEMORIES 10u
 #define DEFAULT_TIMEOUT_MS 250u
@@ -108,7 +113,7 @@ static void on_collected(int status, engram_node **nodes, size_t n,
   free(req);
 }
 
-static int fill_options(engram_context_options *o,
+static int fill_options(engram *eg, engram_context_options *o,
                         const engram_context_options *in) {
   if (in)
     *o = *in;
@@ -124,7 +129,11 @@ static int fill_options(engram_context_options *o,
     return ENGRAM_EINVAL;
   if (o->timeout_ms > 3600u * 1000u)
     return ENGRAM_EINVAL;
-  if (o->strategy != ENGRAM_STRATEGY_LEXICAL)
+  if (o->strategy == ENGRAM_STRATEGY_DEFAULT)
+    o->strategy = engram_search_has_hybrid(eg) ? ENGRAM_STRATEGY_HYBRID
+                                               : ENGRAM_STRATEGY_LEXICAL;
+  if (o->strategy != ENGRAM_STRATEGY_LEXICAL &&
+      o->strategy != ENGRAM_STRATEGY_HYBRID)
     return ENGRAM_EINVAL;
   if (!(o->min_relevance >= 0.0 && o->min_relevance <= 1.0))
     return ENGRAM_EINVAL;
@@ -140,7 +149,7 @@ int engram_context_inject(engram *eg, const char *ns, const char *message,
   engram_context_req *req = calloc(1, sizeof *req);
   if (!req)
     return ENGRAM_ENOMEM;
-  int rc = fill_options(&req->opts, opts);
+  int rc = fill_options(eg, &req->opts, opts);
   if (rc != 0) {
     free(req);
     return rc;
@@ -152,7 +161,9 @@ int engram_context_inject(engram *eg, const char *ns, const char *message,
   engram_query q = {.ns = ns,
                     .text = message,
                     .types = req->opts.types,
-                    .min_relevance = req->opts.min_relevance};
+                    .min_relevance = req->opts.min_relevance,
+                    .strategy = req->opts.strategy,
+                    .options = req->opts.search};
   engram_stream *s;
   rc = engram_search(eg, &q, NULL, &s);
   if (rc != 0) {

@@ -200,9 +200,22 @@ void out_node_block(const engram_node *n);
 
 /* ---------------------------------------------------------------- shared */
 
+/* How a command's search ranks: the strategy and, for hybrid, its
+ * options. */
+typedef struct cli_search {
+  engram_strategy strategy;
+  engram_search_options opts;
+} cli_search;
+/* Reads --strategy (lexical|hybrid) and --weights NAME=VALUE,... (the
+ * fields of engram_search_options) into out, which holds the defaults
+ * beforehand. CLI_OK or CLI_USAGE (printed). */
+int cli_parse_search(cli *c, const char *strategy, const char *weights,
+                     cli_search *out);
 /* Prints the ranked results of a search in c->ns (human or JSON). Returns
- * CLI_OK or CLI_FAIL (printed). *found: the number printed. */
+ * CLI_OK or CLI_FAIL (printed). *found: the number printed. how NULL:
+ * lexical. */
 int cli_search_print(cli *c, const char *query, size_t limit, unsigned types,
-                     double min_relevance, size_t *found);
+                     double min_relevance, const cli_search *how,
+                     size_t *found);
 
 #endif

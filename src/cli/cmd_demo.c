@@ -141,7 +141,7 @@ int cmd_demo(cli *c, int argc, char **argv) {
   for (size_t i = 0; i < N_SEARCHES; i++) {
     size_t found;
     printf("\nsearch \"%s\" (best 3):\n", searches[i]);
-    if (cli_search_print(c, searches[i], 3, 0, 0, &found) != CLI_OK)
+    if (cli_search_print(c, searches[i], 3, 0, 0, NULL, &found) != CLI_OK)
       return CLI_FAIL;
     if (found == 0)
       printf("  (no match)\n");

@@ -81,6 +81,7 @@ typedef struct eval {
   size_t skipped_category5, skipped_no_evidence;
   size_t unparseable, unknown_evidence;
   /* the search run */
+  const cli_search *how;
   size_t next, inflight, finished;
   size_t failed;
 } eval;
@@ -514,7 +515,10 @@ static void on_done(engram_stream *s, int status, void *data) {
 static void start_next(eval *ev) {
   while (ev->inflight < ev->parallel && ev->next < ev->n_qs) {
     ev_question *q = &ev->qs[ev->next++];
-    engram_query query = {.ns = ev->convs[q->conv].ns, .text = q->text};
+    engram_query query = {.ns = ev->convs[q->conv].ns,
+                          .text = q->text,
+                          .strategy = ev->how->strategy,
+                          .options = &ev->how->opts};
     engram_stream_cbs cbs = {on_item, on_error, on_done, q};
     engram_stream *s;
     q->start_ns = uv_hrtime();
@@ -687,8 +691,103 @@ static void eval_free(eval *ev) {
   free(ev->docs);
 }
 
+/* The figures of one strategy's run. */
+typedef struct strategy_run {
+  const char *name;
+  figures cat[N_CATEGORIES], all;
+  double p50, p95, pmax, wall_s;
+  size_t n_lat, errors;
+  int first_error;
+} strategy_run;
+
+/* Asks every question with ev->how and scores the answers. */
+static int run_strategy(eval *ev, const size_t *ks, size_t n_ks,
+                        strategy_run *out) {
+  cli *c = ev->c;
+  for (size_t i = 0; i < ev->n_qs; i++) {
+    ev_question *q = &ev->qs[i];
+    q->n_found = 0;
+    q->stopped = 0;
+    q->status = 0;
+  }
+  ev->next = ev->inflight = ev->finished = 0;
+  uint64_t t0 = uv_hrtime();
+  start_next(ev);
+  if (cli_wait_for(c, all_finished, ev) != 0)
+    return CLI_FAIL;
+  out->wall_s = (double)(uv_hrtime() - t0) / 1e9;
+
+  double *lat = malloc((ev->n_qs ? ev->n_qs : 1) * sizeof *lat);
+  if (!lat) {
+    cli_error(c, "out of memory");
+    return CLI_FAIL;
+  }
+  for (size_t i = 0; i < ev->n_qs; i++) {
+    const ev_question *q = &ev->qs[i];
+    if (q->status != 0) {
+      if (!out->errors++)
+        out->first_error = q->status;
+      continue;
+    }
+    lat[out->n_lat++] = q->latency_ms;
+    score(q, ks, n_ks, &out->cat[q->category - 1]);
+    score(q, ks, n_ks, &out->all);
+  }
+  for (int i = 0; i < N_CATEGORIES; i++)
+    mean(&out->cat[i], n_ks);
+  mean(&out->all, n_ks);
+  qsort(lat, out->n_lat, sizeof *lat, cmp_double);
+  out->p50 = percentile(lat, out->n_lat, 0.50);
+  out->p95 = percentile(lat, out->n_lat, 0.95);
+  out->pmax = out->n_lat ? lat[out->n_lat - 1] : 0;
+  free(lat);
+  return CLI_OK;
+}
+
+static json_t *strategy_json(const eval *ev, const strategy_run *r,
+                             const size_t *ks, size_t n_ks) {
+  json_t *st = json_object();
+  json_object_set_new(st, "strategy", json_string(r->name));
+  json_t *cats = json_object();
+  for (int i = 0; i < N_CATEGORIES; i++) {
+    json_t *fj = figures_json(&r->cat[i], ks, n_ks);
+    json_object_set_new(fj, "category", json_integer(i + 1));
+    json_object_set_new(cats, category_names[i], fj);
+  }
+  json_object_set_new(st, "categories", cats);
+  json_object_set_new(st, "overall", figures_json(&r->all, ks, n_ks));
+  json_t *lj = json_object();
+  json_object_set_new(lj, "p50", json_real(round_to(r->p50, 1e-3)));
+  json_object_set_new(lj, "p95", json_real(round_to(r->p95, 1e-3)));
+  json_object_set_new(lj, "max", json_real(round_to(r->pmax, 1e-3)));
+  json_object_set_new(lj, "searches", json_integer((json_int_t)r->n_lat));
+  json_object_set_new(lj, "in_flight", json_integer(ev->parallel));
+  json_object_set_new(st, "latency_ms", lj);
+  json_object_set_new(st, "seconds", json_real(round_to(r->wall_s, 1e-3)));
+  json_object_set_new(st, "search_errors",
+                      json_integer((json_int_t)r->errors));
+  return st;
+}
+
+static void strategy_print(const eval *ev, const strategy_run *r,
+                           const size_t *ks, size_t n_ks) {
+  printf("\nstrategy %s\n%-12s %9s", r->name, "category", "questions");
+  for (size_t k = 0; k < n_ks; k++) {
+    char head[16];
+    snprintf(head, sizeof head, "R@%zu", ks[k]);
+    printf("  %6s", head);
+  }
+  printf("  %6s\n", "MRR");
+  for (int i = 0; i < N_CATEGORIES; i++)
+    figures_line(category_names[i], &r->cat[i], n_ks);
+  figures_line("overall", &r->all, n_ks);
+  printf("latency: p50 %.3f ms, p95 %.3f ms, max %.3f ms (%zu searches, "
+         "%u in flight, %.2f s)\n",
+         r->p50, r->p95, r->pmax, r->n_lat, ev->parallel, r->wall_s);
+}
+
 static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
-                    int nfiles) {
+                    int nfiles, const cli_search *hows, size_t n_hows) {
   cli *c = ev->c;
   uint64_t skipped_turns = 0;
   long long stored = store_turns(ev, &skipped_turns);
@@ -702,40 +801,16 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
       return CLI_FAIL;
     }
   }
-  uint64_t t0 = uv_hrtime();
-  start_next(ev);
-  if (cli_wait_for(c, all_finished, ev) != 0)
-    return CLI_FAIL;
-  double wall_s = (double)(uv_hrtime() - t0) / 1e9;
-
-  size_t errors = 0;
-  int first_error = 0;
-  figures cat[N_CATEGORIES] = {0}, all = {0};
-  double *lat = malloc((ev->n_qs ? ev->n_qs : 1) * sizeof *lat);
-  if (!lat) {
-    cli_error(c, "out of memory");
-    return CLI_FAIL;
+  strategy_run runs[2];
+  memset(runs, 0, sizeof runs);
+  for (size_t h = 0; h < n_hows; h++) {
+    ev->how = &hows[h];
+    runs[h].name = engram_strategy_name(hows[h].strategy);
+    if (run_strategy(ev, ks, n_ks, &runs[h]) != CLI_OK)
+      return CLI_FAIL;
   }
-  size_t n_lat = 0;
-  for (size_t i = 0; i < ev->n_qs; i++) {
-    const ev_question *q = &ev->qs[i];
-    if (q->status != 0) {
-      if (!errors++)
-        first_error = q->status;
-      continue;
-    }
-    lat[n_lat++] = q->latency_ms;
-    score(q, ks, n_ks, &cat[q->category - 1]);
-    score(q, ks, n_ks, &all);
-  }
-  for (int i = 0; i < N_CATEGORIES; i++)
-    mean(&cat[i], n_ks);
-  mean(&all, n_ks);
-  qsort(lat, n_lat, sizeof *lat, cmp_double);
-  double p50 = percentile(lat, n_lat, 0.50), p95 = percentile(lat, n_lat, 0.95);
-  double pmax = n_lat ? lat[n_lat - 1] : 0;
-  free(lat);
 
+  size_t questions = runs[0].all.questions;
   if (c->json) {
     json_t *o = json_object();
     json_t *fa = json_array();
@@ -748,8 +823,7 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
     json_object_set_new(o, "turns", json_integer((json_int_t)stored));
     json_object_set_new(o, "turns_skipped",
                         json_integer((json_int_t)skipped_turns));
-    json_object_set_new(o, "questions",
-                        json_integer((json_int_t)all.questions));
+    json_object_set_new(o, "questions", json_integer((json_int_t)questions));
     json_object_set_new(o, "skipped_category_5",
                         json_integer((json_int_t)ev->skipped_category5));
     json_object_set_new(o, "skipped_no_evidence",
@@ -758,31 +832,17 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
                         json_integer((json_int_t)ev->unparseable));
     json_object_set_new(o, "evidence_not_in_turns",
                         json_integer((json_int_t)ev->unknown_evidence));
+    size_t errors = 0;
+    for (size_t h = 0; h < n_hows; h++)
+      errors += runs[h].errors;
     json_object_set_new(o, "search_errors", json_integer((json_int_t)errors));
     json_t *ka = json_array();
     for (size_t k = 0; k < n_ks; k++)
       json_array_append_new(ka, json_integer((json_int_t)ks[k]));
     json_object_set_new(o, "k", ka);
-    json_t *st = json_object();
-    json_object_set_new(st, "strategy", json_string("lexical"));
-    json_t *cats = json_object();
-    for (int i = 0; i < N_CATEGORIES; i++) {
-      json_t *fj = figures_json(&cat[i], ks, n_ks);
-      json_object_set_new(fj, "category", json_integer(i + 1));
-      json_object_set_new(cats, category_names[i], fj);
-    }
-    json_object_set_new(st, "categories", cats);
-    json_object_set_new(st, "overall", figures_json(&all, ks, n_ks));
-    json_t *lj = json_object();
-    json_object_set_new(lj, "p50", json_real(round_to(p50, 1e-3)));
-    json_object_set_new(lj, "p95", json_real(round_to(p95, 1e-3)));
-    json_object_set_new(lj, "max", json_real(round_to(pmax, 1e-3)));
-    json_object_set_new(lj, "searches", json_integer((json_int_t)n_lat));
-    json_object_set_new(lj, "in_flight", json_integer(ev->parallel));
-    json_object_set_new(st, "latency_ms", lj);
-    json_object_set_new(st, "seconds", json_real(round_to(wall_s, 1e-3)));
     json_t *sa = json_array();
-    json_array_append_new(sa, st);
+    for (size_t h = 0; h < n_hows; h++)
+      json_array_append_new(sa, strategy_json(ev, &runs[h], ks, n_ks));
     json_object_set_new(o, "strategies", sa);
     out_json_line(stdout, o, 0);
   } else {
@@ -790,7 +850,7 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
            ev->n_convs, ev->n_convs == 1 ? "" : "s", stored);
     if (skipped_turns)
       printf(" (%llu skipped)", (unsigned long long)skipped_turns);
-    printf(", %zu questions\n", all.questions);
+    printf(", %zu questions\n", questions);
     printf("left out: %zu of category 5 (adversarial), %zu with no "
            "evidence",
            ev->skipped_category5, ev->skipped_no_evidence);
@@ -800,25 +860,17 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
     if (ev->unknown_evidence)
       printf("; %zu evidence id%s not among the turns", ev->unknown_evidence,
              ev->unknown_evidence == 1 ? "" : "s");
-    printf("\n\nstrategy lexical\n%-12s %9s", "category", "questions");
-    for (size_t k = 0; k < n_ks; k++) {
-      char head[16];
-      snprintf(head, sizeof head, "R@%zu", ks[k]);
-      printf("  %6s", head);
+    printf("\n");
+    for (size_t h = 0; h < n_hows; h++)
+      strategy_print(ev, &runs[h], ks, n_ks);
+  }
+  for (size_t h = 0; h < n_hows; h++)
+    if (runs[h].errors) {
+      cli_error(c, "%zu %s search%s failed (first: %s); they are not counted",
+                runs[h].errors, runs[h].name, runs[h].errors == 1 ? "" : "es",
+                engram_strerror(runs[h].first_error));
+      return CLI_FAIL;
     }
-    printf("  %6s\n", "MRR");
-    for (int i = 0; i < N_CATEGORIES; i++)
-      figures_line(category_names[i], &cat[i], n_ks);
-    figures_line("overall", &all, n_ks);
-    printf("latency: p50 %.3f ms, p95 %.3f ms, max %.3f ms (%zu searches, "
-           "%u in flight, %.2f s)\n",
-           p50, p95, pmax, n_lat, ev->parallel, wall_s);
-  }
-  if (errors) {
-    cli_error(c, "%zu search%s failed (first: %s); they are not counted",
-              errors, errors == 1 ? "" : "es", engram_strerror(first_error));
-    return CLI_FAIL;
-  }
   if (ev->failed) {
     cli_error(c, "%zu results could not be read (reported above)", ev->failed);
     return CLI_FAIL;
@@ -826,9 +878,38 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
   return CLI_OK;
 }
 
+/* --strategy: lexical, hybrid, or both as a comma-separated list (the
+ * default: both, lexical first). */
+static int parse_strategies(cli *c, const char *text, const char *weights,
+                            cli_search *hows, size_t *n) {
+  *n = 0;
+  const char *list = text ? text : "lexical,hybrid";
+  for (const char *p = list; *p;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    char name[16];
+    if (len == 0 || len >= sizeof name || *n == 2)
+      return cli_usage_error(c, "--strategy wants lexical, hybrid or "
+                                "lexical,hybrid, not '%s'",
+                             list);
+    memcpy(name, p, len);
+    name[len] = '\0';
+    cli_search *how = &hows[(*n)++];
+    how->strategy = ENGRAM_STRATEGY_LEXICAL;
+    engram_search_options_init(&how->opts);
+    if (cli_parse_search(c, name, weights, how) != CLI_OK)
+      return CLI_USAGE;
+    p = comma ? comma + 1 : p + len;
+  }
+  return CLI_OK;
+}
+
 int cmd_eval(cli *c, int argc, char **argv) {
-  cli_opt opts[] = {
-      {"k", 1, NULL, 0}, {"parallel", 1, NULL, 0}, {NULL, 0, NULL, 0}};
+  cli_opt opts[] = {{"k", 1, NULL, 0},
+                    {"parallel", 1, NULL, 0},
+                    {"strategy", 1, NULL, 0},
+                    {"weights", 1, NULL, 0},
+                    {NULL, 0, NULL, 0}};
   const char **pos = calloc((size_t)argc, sizeof *pos);
   int npos, rc;
   if (!pos) {
@@ -852,6 +933,11 @@ int cmd_eval(cli *c, int argc, char **argv) {
     rc = parse_ks(c, v, ks, &n_ks);
   if (rc == CLI_OK && (v = cli_opt_value(opts, "parallel")))
     rc = cli_parse_count(c, "parallel", v, 1, 1024, &parallel);
+  cli_search hows[2];
+  size_t n_hows = 0;
+  if (rc == CLI_OK)
+    rc = parse_strategies(c, cli_opt_value(opts, "strategy"),
+                          cli_opt_value(opts, "weights"), hows, &n_hows);
   if (rc != CLI_OK) {
     free(pos);
     return rc;
@@ -882,7 +968,7 @@ int cmd_eval(cli *c, int argc, char **argv) {
   if (rc == CLI_OK && c->db_given)
     rc = check_empty(&ev);
   if (rc == CLI_OK)
-    rc = run_eval(&ev, ks, n_ks, pos + 1, npos - 1);
+    rc = run_eval(&ev, ks, n_ks, pos + 1, npos - 1, hows, n_hows);
   cli_close(c);
   if (tmpdir[0])
     remove_dir(tmpdir);

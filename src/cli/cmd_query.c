@@ -2,10 +2,16 @@
  * cmd_query.c — reading many memories: search (ranked by relevance) and
  * list (creation order, paged with a cursor).
  *
- * Both drain a stream through sync.c, which asks for items a chunk at a
+ * Search ranks lexically unless --strategy hybrid is given (with
+ * --weights to change the hybrid options). Both drain a stream through
+ * sync.c, which asks for items a chunk at a
  * time and cancels the stream as soon as the command has what it prints:
  * a search for 10 results never makes the store produce an 11th.
  */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -43,12 +49,94 @@ static int items_failed(cli *c, uint64_t failed) {
   return CLI_FAIL;
 }
 
+/* One NAME=VALUE of --weights into o; 0, or -1 when unknown or bad. */
+static int set_weight(engram_search_options *o, const char *name,
+                      size_t nlen, const char *value) {
+  static const struct {
+    const char *name;
+    size_t offset;
+    char kind; /* u: unsigned, d: double, m: int64 milliseconds */
+  } fields[] = {
+      {"candidates", offsetof(engram_search_options, candidates), 'u'},
+      {"window", offsetof(engram_search_options, window), 'u'},
+      {"k1", offsetof(engram_search_options, k1), 'd'},
+      {"b", offsetof(engram_search_options, b), 'd'},
+      {"meta_weight", offsetof(engram_search_options, meta_weight), 'd'},
+      {"neighbour_weight", offsetof(engram_search_options, neighbour_weight),
+       'd'},
+      {"session_weight", offsetof(engram_search_options, session_weight),
+       'd'},
+      {"speaker_boost", offsetof(engram_search_options, speaker_boost), 'd'},
+      {"session_gap_ms", offsetof(engram_search_options, session_gap_ms),
+       'm'},
+      {"vector_weight", offsetof(engram_search_options, vector_weight), 'd'},
+      {"rrf_k", offsetof(engram_search_options, rrf_k), 'd'},
+      {"importance_weight",
+       offsetof(engram_search_options, importance_weight), 'd'},
+      {"half_life_ms", offsetof(engram_search_options, half_life_ms), 'm'},
+  };
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    if (strlen(fields[i].name) != nlen ||
+        memcmp(fields[i].name, name, nlen) != 0)
+      continue;
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (end == value || (*end != ',' && *end != '\0') || errno ||
+        !isfinite(v))
+      return -1;
+    char *field = (char *)o + fields[i].offset;
+    if (fields[i].kind == 'd') {
+      memcpy(field, &v, sizeof v);
+    } else if (fields[i].kind == 'u') {
+      if (v < 0 || v > 1e6 || v != floor(v))
+        return -1;
+      unsigned u = (unsigned)v;
+      memcpy(field, &u, sizeof u);
+    } else {
+      if (v < 0 || v > 1e15 || v != floor(v))
+        return -1;
+      int64_t ms = (int64_t)v;
+      memcpy(field, &ms, sizeof ms);
+    }
+    return 0;
+  }
+  return -1;
+}
+
+int cli_parse_search(cli *c, const char *strategy, const char *weights,
+                     cli_search *out) {
+  if (strategy && (engram_strategy_parse(strategy, &out->strategy) != 0 ||
+                   out->strategy == ENGRAM_STRATEGY_DEFAULT))
+    return cli_usage_error(c,
+                           "--strategy is lexical or hybrid, not '%s'",
+                           strategy);
+  for (const char *p = weights; p && *p;) {
+    const char *eq = strchr(p, '=');
+    const char *comma = strchr(p, ',');
+    if (!eq || (comma && comma < eq) ||
+        set_weight(&out->opts, p, (size_t)(eq - p), eq + 1) != 0)
+      return cli_usage_error(
+          c,
+          "--weights wants NAME=VALUE,... with names candidates, window, "
+          "k1, b, meta_weight, neighbour_weight, session_weight, "
+          "speaker_boost, session_gap_ms, vector_weight, rrf_k, "
+          "importance_weight, half_life_ms; not '%s'",
+          p);
+    p = comma ? comma + 1 : p + strlen(p);
+  }
+  return CLI_OK;
+}
+
 int cli_search_print(cli *c, const char *query, size_t limit, unsigned types,
-                     double min_relevance, size_t *found) {
+                     double min_relevance, const cli_search *how,
+                     size_t *found) {
   engram_query q = {.ns = c->ns,
                     .text = query,
                     .types = types,
-                    .min_relevance = min_relevance};
+                    .min_relevance = min_relevance,
+                    .strategy = how ? how->strategy : ENGRAM_STRATEGY_LEXICAL,
+                    .options = how ? &how->opts : NULL};
   search_print p = {.c = c};
   cli_drain d;
   engram_stream_cbs cbs;
@@ -64,9 +152,9 @@ int cli_search_print(cli *c, const char *query, size_t limit, unsigned types,
 }
 
 int cmd_search(cli *c, int argc, char **argv) {
-  cli_opt opts[] = {{"limit", 1, NULL, 0},
-                    {"type", 1, NULL, 0},
+  cli_opt opts[] = {{"limit", 1, NULL, 0},    {"type", 1, NULL, 0},
                     {"min-relevance", 1, NULL, 0},
+                    {"strategy", 1, NULL, 0}, {"weights", 1, NULL, 0},
                     {NULL, 0, NULL, 0}};
   const char *pos[1];
   int npos, rc;
@@ -88,10 +176,15 @@ int cmd_search(cli *c, int argc, char **argv) {
   if ((v = cli_opt_value(opts, "min-relevance")) &&
       (rc = cli_parse_unit(c, "min-relevance", v, &min_rel)) != CLI_OK)
     return rc;
+  cli_search how = {.strategy = ENGRAM_STRATEGY_LEXICAL};
+  engram_search_options_init(&how.opts);
+  if ((rc = cli_parse_search(c, cli_opt_value(opts, "strategy"),
+                             cli_opt_value(opts, "weights"), &how)) != CLI_OK)
+    return rc;
   if (cli_open(c, 0) != CLI_OK)
     return CLI_FAIL;
   size_t found;
-  rc = cli_search_print(c, pos[0], limit, types, min_rel, &found);
+  rc = cli_search_print(c, pos[0], limit, types, min_rel, &how, &found);
   if (rc == CLI_OK && found == 0 && !c->json)
     printf("no memory in namespace %s matches that search\n", c->ns);
   return rc;

@@ -63,13 +63,17 @@ static const cli_command commands[] = {
      "example:\n"
      "  engram history 0190a5e2-7b3c-7def-8123-456789abcdef\n"},
     {"search", cmd_search,
-     "search QUERY [--limit N] [--type T] [--min-relevance X]",
+     "search QUERY [--limit N] [--type T] [--min-relevance X] "
+     "[--strategy S] [--weights W]",
      "rank memories by relevance to QUERY",
      "  QUERY              plain words; punctuation is never query syntax\n"
      "  --limit N          at most N results (default: 10)\n"
      "  --type T           only these types (comma-separated list)\n"
      "  --min-relevance X  drop results with relevance below X, in [0, 1]\n"
      "                     (default: 0)\n"
+     "  --strategy S       lexical (default: BM25, each memory alone) or\n"
+     "                     hybrid (matches and the conversation around them)\n"
+     "  --weights W        hybrid options, NAME=VALUE,... (docs/api-search.md)\n"
      "\n"
      "Prints rank, relevance, type, id and the start of the content.\n"
      "\n"
@@ -212,7 +216,9 @@ static const cli_command commands[] = {
      "\n"
      "example:\n"
      "  engram demo --db /tmp/demo.db\n"},
-    {"eval", cmd_eval, "eval locomo FILE... [--k LIST] [--parallel N]",
+    {"eval", cmd_eval,
+     "eval locomo FILE... [--k LIST] [--parallel N] [--strategy S] "
+     "[--weights W]",
      "measure retrieval: evidence recall on LoCoMo conversations",
      "  locomo             the benchmark (the only one for now)\n"
      "  FILE...            LoCoMo conversation files (conv-26.json, or the\n"
@@ -222,6 +228,9 @@ static const cli_command commands[] = {
      "                     search asks for, and the MRR cut-off\n"
      "  --parallel N       searches in flight at once, 1-1024 (default: 16);\n"
      "                     the figures do not depend on it, latency does\n"
+     "  --strategy S       lexical, hybrid or lexical,hybrid (the default):\n"
+     "                     the figures of each, in turn\n"
+     "  --weights W        hybrid options, NAME=VALUE,... (docs/api-search.md)\n"
      "\n"
      "Stores each conversation's turns (as import does) in a namespace of\n"
      "its own, then searches for every question of categories 1-4 in its\n"
@@ -257,13 +266,15 @@ const cli_command *cli_find_command(const char *name) {
 
 void cli_print_usage(FILE *f) {
   fprintf(f,
-          "usage: engram [--db PATH] [--ns NAME] [--json] COMMAND [ARGS]\n"
+          "usage: engram [--db DB] [--ns NAME] [--json] COMMAND [ARGS]\n"
           "\n"
           "Long-term memory for LLM agents: store, search and relate "
           "memories.\n"
           "\n"
           "global options (before or after the command):\n"
-          "  --db PATH    the database file (default: $ENGRAM_DB, else %s)\n"
+          "  --db DB      the database: an SQLite file path, or a PostgreSQL\n"
+          "               connection string (postgres://... or key=value)\n"
+          "               (default: $ENGRAM_DB, else %s)\n"
           "  --ns NAME    the namespace to work in (default: $ENGRAM_NS, else "
           "\"%s\")\n"
           "  --json       print JSON Lines: one object per line\n"
@@ -284,7 +295,7 @@ void cli_print_command_help(FILE *f, const cli_command *cmd) {
   fprintf(f, "usage: engram [global options] %s\n\n%s.\n\n%s", cmd->usage,
           cmd->summary, cmd->help);
   fprintf(f,
-          "\nglobal options: --db PATH (default: $ENGRAM_DB, else %s), "
+          "\nglobal options: --db PATH|CONNINFO (default: $ENGRAM_DB, else %s), "
           "--ns NAME\n(default: $ENGRAM_NS, else \"%s\"), --json (JSON "
           "Lines output)\n",
           CLI_DEFAULT_DB, CLI_DEFAULT_NS);

@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
   if (bad)
     goto out;
   if (*c.db == '\0') {
-    fprintf(stderr, "engram: --db is empty; give a database file path\n");
+    fprintf(stderr, "engram: --db is empty; give a database file path or a PostgreSQL connection string\n");
     goto out;
   }
   if (!ns_plausible(c.ns)) {

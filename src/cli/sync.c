@@ -96,8 +96,7 @@ static void on_open(engram *eg, int status, const char *message, void *data) {
 }
 
 int cli_open(cli *c, int create) {
-  int is_url = strstr(c->db, "://") != NULL;
-  if (!is_url) {
+  if (!engram_db_is_postgres(c->db)) {
     struct stat st;
     if (!create && stat(c->db, &st) != 0) {
       if (errno == ENOENT)

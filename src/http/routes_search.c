@@ -9,6 +9,9 @@
  *   POST /v1/context  {"ns","message",...} -> {"text","ids",...}
  *   POST /v1/turns    {"ns","user","assistant"} -> 201 {"user_id",...}
  *
+ * Search and context take "strategy" ("lexical" or "hybrid"; the defaults
+ * are the library's: lexical for search, hybrid for context).
+ *
  * Every route checks its whole body before it starts anything, so a
  * rejected request has no effect, and names the field that was wrong.
  *
@@ -107,6 +110,24 @@ bad:
   return 0;
 }
 
+/* "strategy": "lexical" or "hybrid"; absent or null: the operation's
+ * default (lexical for a search, hybrid for context injection). */
+static int body_strategy(http_req *r, engram_strategy *out) {
+  const char *name = NULL;
+  *out = ENGRAM_STRATEGY_DEFAULT;
+  if (!http_body_string(r, "strategy", 0, &name))
+    return 0;
+  if (!name)
+    return 1;
+  if (engram_strategy_parse(name, out) != 0 ||
+      *out == ENGRAM_STRATEGY_DEFAULT) {
+    http_error(r, 400, "invalid",
+               "field 'strategy' must be \"lexical\" or \"hybrid\"");
+    return 0;
+  }
+  return 1;
+}
+
 static int body_bool(http_req *r, const char *field, int *out) {
   json_t *v = r->body ? json_object_get(r->body, field) : NULL;
   if (!v || json_is_null(v))
@@ -153,11 +174,13 @@ typedef struct search_params {
   unsigned types;
   double min_relevance;
   long long timeout_ms;
+  engram_strategy strategy;
 } search_params;
 
 static int parse_search(http_req *r, search_params *p, long long max_limit) {
   static const char *const known[] = {
-      "ns", "query", "limit", "types", "min_relevance", "timeout_ms", NULL};
+      "ns",         "query",      "limit",    "types",
+      "min_relevance", "timeout_ms", "strategy", NULL};
   p->limit = SEARCH_DEFAULT_LIMIT;
   p->min_relevance = 0;
   p->timeout_ms = (long long)r->srv->opts.request_timeout_ms;
@@ -166,7 +189,8 @@ static int parse_search(http_req *r, search_params *p, long long max_limit) {
          http_body_int(r, "limit", 1, max_limit, 0, &p->limit) &&
          body_types(r, &p->types) &&
          http_body_number(r, "min_relevance", 0, 1, 0, &p->min_relevance) &&
-         http_body_int(r, "timeout_ms", 1, MAX_TIMEOUT_MS, 0, &p->timeout_ms);
+         http_body_int(r, "timeout_ms", 1, MAX_TIMEOUT_MS, 0, &p->timeout_ms) &&
+         body_strategy(r, &p->strategy);
 }
 
 /* Starts the search for p with cbs; replies with the error and returns 0
@@ -176,7 +200,8 @@ static int start_search(http_req *r, const search_params *p,
   engram_query q = {.ns = p->ns,
                     .text = p->query,
                     .types = p->types,
-                    .min_relevance = p->min_relevance};
+                    .min_relevance = p->min_relevance,
+                    .strategy = p->strategy};
   int rc = engram_search(r->eg, &q, cbs, s);
   if (rc != 0) {
     http_error_engram(r, rc, NULL);
@@ -541,12 +566,14 @@ static void context(http_req *r) {
                                       "headers",
                                       "min_relevance",
                                       "types",
+                                      "strategy",
                                       NULL};
   const char *ns, *message;
   long long max_memories = 0, timeout_ms = 0, max_chars = 0;
   double min_relevance = 0;
   int headers = 1;
   unsigned types;
+  engram_strategy strategy;
   if (!body_ns(r, &ns) || !known_fields(r, known) ||
       !http_body_string(r, "message", 1, &message) ||
       !http_body_int(r, "max_memories", 1, MAX_CONTEXT_MEMORIES, 0,
@@ -556,7 +583,7 @@ static void context(http_req *r) {
                      &max_chars) ||
       !body_bool(r, "headers", &headers) ||
       !http_body_number(r, "min_relevance", 0, 1, 0, &min_relevance) ||
-      !body_types(r, &types)) {
+      !body_types(r, &types) || !body_strategy(r, &strategy)) {
     http_req_done(r);
     return;
   }
@@ -566,7 +593,8 @@ static void context(http_req *r) {
                               .max_memory_chars = (size_t)max_chars,
                               .no_headers = !headers,
                               .min_relevance = min_relevance,
-                              .types = types};
+                              .types = types,
+                              .strategy = strategy};
   context_op *op = calloc(1, sizeof *op);
   int rc = op ? engram_context_inject(r->eg, ns, message, &o, context_done, op,
                                       &op->req)

@@ -205,10 +205,23 @@ static int d_relationships(store *st, const char *ns, const char *id,
   return ds->inner->ops->relationships(ds->inner, ns, id, cb, data);
 }
 
+/* Candidates pass through undelayed: the delay is for stream items. */
+static int d_candidates(store *st, const store_candidates_query *q,
+                        store_candidates_req *req) {
+  delay_store *ds = (delay_store *)st;
+  if (!ds->inner->ops->candidates)
+    return ENGRAM_EINVAL;
+  return ds->inner->ops->candidates(ds->inner, q, req);
+}
+static void d_candidates_cancel(store *st, store_candidates_req *req) {
+  delay_store *ds = (delay_store *)st;
+  ds->inner->ops->candidates_cancel(ds->inner, req);
+}
+
 static const store_ops delay_ops = {
     "delay",  d_open,          d_close,  d_destroy, d_write,
     d_get,    d_history,       d_relationships,     d_search,
-    d_list,   d_traverse,
+    d_list,   d_traverse,      d_candidates,        d_candidates_cancel,
 };
 
 store *store_delay_new(store *inner, uint64_t delay_ms) {

@@ -1,6 +1,11 @@
 /*
- * store.c — what every backend shares: the statistics of group commits.
+ * store.c — what every backend shares: the statistics of group commits,
+ * telling which backend a --db value names, and freeing a candidates set.
  */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "store/store.h"
 
 void store_count_group(store *st, uint64_t ops) {
@@ -11,4 +16,36 @@ void store_count_group(store *st, uint64_t ops) {
   st->write_batches++;
   st->writes_committed += ops;
   st->write_batch_sizes[i]++;
+}
+
+int store_db_is_pg(const char *db) {
+  if (!db)
+    return 0;
+  if (strncmp(db, "postgres://", 11) == 0 ||
+      strncmp(db, "postgresql://", 13) == 0)
+    return 1;
+  /* libpq's key=value form: a keyword, optional blanks, '='. A file name
+   * rarely starts that way; one that does can be given as ./name. */
+  const char *p = db;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  if (!isalpha((unsigned char)*p) && *p != '_')
+    return 0;
+  while (isalnum((unsigned char)*p) || *p == '_')
+    p++;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  return *p == '=';
+}
+
+void store_candidates_free(store_candidates *c) {
+  if (!c)
+    return;
+  for (size_t i = 0; c->nodes && i < c->n; i++)
+    engram_node_free(c->nodes[i]);
+  free(c->nodes);
+  free(c->score);
+  free(c->hit);
+  free(c->adjacent);
+  free(c);
 }

@@ -54,6 +54,53 @@ typedef struct store_query {
   const char *start_id;   /* traverse */
 } store_query;
 
+/* Hybrid search's first step (src/search/hybrid.c): the best lexical
+ * matches of a query and the memories around each of them. Owned by the
+ * caller until the start function returns (the backend copies what it
+ * keeps). */
+typedef struct store_candidates_query {
+  const char *ns;   /* required */
+  const char *text; /* valid UTF-8, NUL-terminated */
+  size_t text_len;
+  unsigned types;   /* bitmask of 1u << engram_type; 0: all. Applies to the
+                       matches and to their neighbours alike */
+  size_t limit;     /* lexical matches, best first: at most this many */
+  size_t window;    /* neighbours taken before and after each match */
+  double k1, b;     /* BM25 parameters */
+  double meta_weight; /* a word found in the metadata values counts this
+                         much against one found in the content */
+} store_candidates_query;
+
+/* The answer, one owned allocation per array, freed by
+ * store_candidates_free. Nodes are in namespace order (creation order);
+ * adjacent[i] says that nodes[i - 1] comes right before nodes[i] in the
+ * namespace (among the memories of the wanted types), so a run of adjacent
+ * nodes is a stretch of the conversation with nothing left out. */
+typedef struct store_candidates {
+  size_t n;
+  engram_node **nodes;
+  double *score;           /* the raw BM25 score of a match; 0 otherwise */
+  unsigned char *hit;      /* 1: a lexical match; 0: a neighbour only */
+  unsigned char *adjacent; /* adjacent[0] is 0 */
+} store_candidates;
+
+void store_candidates_free(store_candidates *c);
+
+/* A candidates operation in flight: owned by the caller, who keeps it alive
+ * until its callback has run. cb runs exactly once, on the loop, never
+ * inside the start function: with 0 and the set (the callee owns it and
+ * frees it with store_candidates_free), or with an error and a message
+ * (set NULL), or with ENGRAM_ECANCELED after a cancel. */
+typedef struct store_candidates_req store_candidates_req;
+typedef void (*store_candidates_cb)(store_candidates_req *req, int status,
+                                    const char *message,
+                                    store_candidates *set);
+struct store_candidates_req {
+  store_candidates_cb cb;
+  void *data;
+  void *impl; /* the backend's state while the operation runs */
+};
+
 typedef void (*store_open_cb)(store *st, int status, const char *message,
                               void *data);
 typedef void (*store_close_cb)(store *st, void *data);
@@ -79,6 +126,14 @@ typedef struct store_ops {
   int (*search)(store *st, const store_query *q, engram_stream *s);
   int (*list)(store *st, const store_query *q, engram_stream *s);
   int (*traverse)(store *st, const store_query *q, engram_stream *s);
+  /* Hybrid search's candidates (see store_candidates_query). NULL when the
+   * backend has none: hybrid search is then refused. 0: req->cb follows;
+   * else an error and no callback. */
+  int (*candidates)(store *st, const store_candidates_query *q,
+                    store_candidates_req *req);
+  /* req is running: its callback comes with ENGRAM_ECANCELED as soon as
+   * possible (never inside this call). Idempotent. */
+  void (*candidates_cancel)(store *st, store_candidates_req *req);
 } store_ops;
 
 /* The common head of every backend's store object. */
@@ -97,6 +152,12 @@ void store_count_group(store *st, uint64_t ops);
 
 /* Backends. */
 store *store_sqlite_new(rt *r, const engram_options *opts);
+/* opts->db is a libpq connection string or URI (see store_db_is_pg). */
+store *store_pg_new(rt *r, const engram_options *opts);
+/* 1 when db names a PostgreSQL database rather than an SQLite file: a
+ * postgres:// or postgresql:// URI, or a libpq key=value string (it starts
+ * with a keyword followed by '=', e.g. "host=... dbname=..."). */
+int store_db_is_pg(const char *db);
 
 /* Decorators. The delay store holds every stream item delay_ms before
  * delivering it (tests, benchmarks); it owns inner. */

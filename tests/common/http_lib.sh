@@ -17,13 +17,14 @@ server_kill() {
 }
 
 # server_start DB [SERVE ARGS...]: starts `engram --db DB serve` on a free
-# port of 127.0.0.1 with its stderr in SERVER_LOG ($T/server.log); sets
+# port of 127.0.0.1 with its stderr in SERVER_LOG ($NEXT_SERVER_LOG when set,
+# so that a script can run two servers; else $T/server.log); sets
 # SERVER_PID, PORT and BASE, and waits until GET /healthz answers 200 (with
 # the key in AUTH, if any). Exits the script when the server does not start.
 server_start() {
   local db=$1
   shift
-  SERVER_LOG=$T/server.log
+  SERVER_LOG=${NEXT_SERVER_LOG:-$T/server.log}
   trap server_kill EXIT
   "$BIN" --db "$db" serve --listen 127.0.0.1:0 "$@" 2>"$SERVER_LOG" &
   SERVER_PID=$!

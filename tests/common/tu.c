@@ -1,5 +1,7 @@
 /*
- * tu.c — test utilities (see tu.h).
+ * tu.c — test utilities (see tu.h): scratch databases on the backend under
+ * test (SQLite files, or PostgreSQL schemas made with blocking libpq, which
+ * only tests may use), and loop-driving wrappers of the API.
  */
 #include "tu.h"
 
@@ -13,12 +15,161 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "engram_internal.h"
+
+int tu_backend_is_pg(void) {
+  const char *b = getenv("ENGRAM_TEST_BACKEND");
+  return b && strcmp(b, "pg") == 0;
+}
+
+/* ENGRAM_TEST_PG resolved once: a conninfo, "off", "" (unset), or "?" when
+ * it names a file that does not exist (then pg_missing_file holds it). */
+static char pg_value[1024];
+static char pg_missing_file[1024];
+
+static const char *pg_setting(void) {
+  static int loaded;
+  if (loaded)
+    return pg_value;
+  loaded = 1;
+  const char *env = getenv("ENGRAM_TEST_PG");
+  if (!env)
+    env = "";
+  struct stat sb;
+  if (strcmp(env, "off") != 0 && stat(env, &sb) == 0 && S_ISREG(sb.st_mode)) {
+    FILE *f = fopen(env, "r");
+    size_t n = f ? fread(pg_value, 1, sizeof pg_value - 1, f) : 0;
+    if (f)
+      fclose(f);
+    pg_value[n] = '\0';
+  } else if (env[0] == '/') {
+    snprintf(pg_missing_file, sizeof pg_missing_file, "%s", env);
+    snprintf(pg_value, sizeof pg_value, "?");
+    return pg_value;
+  } else {
+    snprintf(pg_value, sizeof pg_value, "%s", env);
+  }
+  size_t len = strlen(pg_value);
+  while (len > 0 && (pg_value[len - 1] == '\n' || pg_value[len - 1] == '\r' ||
+                     pg_value[len - 1] == ' ' || pg_value[len - 1] == '\t'))
+    pg_value[--len] = '\0';
+  return pg_value;
+}
+
+const char *tu_pg_base(void) {
+  const char *v = pg_setting();
+  if (!*v || strcmp(v, "off") == 0 || pg_missing_file[0])
+    return NULL;
+  return v;
+}
+
+int tu_backend_check(void) {
+  const char *only = getenv("ENGRAM_TEST_ONLY");
+  const char *skipped = getenv("ENGRAM_TEST_SKIP");
+  if (only && *only)
+    cmocka_set_test_filter(only);
+  if (skipped && *skipped)
+    cmocka_set_skip_filter(skipped);
+  if (!tu_backend_is_pg())
+    return 0;
+  const char *v = pg_setting();
+  if (pg_missing_file[0]) {
+    printf("ENGRAM_TEST_PG names %s, which does not exist: the PostgreSQL "
+           "test server was not started (ctest starts it with the test "
+           "pg_server_start)\n",
+           pg_missing_file);
+    return 1;
+  }
+  if (strcmp(v, "off") == 0) {
+    printf("PostgreSQL tests skipped: ENGRAM_TEST_PG=off\n");
+    return TU_SKIP;
+  }
+  if (!*v) {
+    printf("PostgreSQL tests skipped: ENGRAM_TEST_PG is not set (a libpq "
+           "conninfo, or a file holding one; ctest sets it)\n");
+    return TU_SKIP;
+  }
+  return 0;
+}
+
+void tu_skip_unless_sqlite(const char *reason) {
+  if (!tu_backend_is_pg())
+    return;
+  print_message("skipped on PostgreSQL: %s\n", reason);
+  skip();
+}
+
+static PGconn *pg_connect(const char *conninfo) {
+  PGconn *c = PQconnectdb(conninfo);
+  if (PQstatus(c) != CONNECTION_OK) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", PQerrorMessage(c));
+    PQfinish(c);
+    fail_msg("PostgreSQL test server (%s): %s", conninfo, why);
+  }
+  return c;
+}
+
+void tu_pg_exec(const char *db, const char *sql) {
+  PGconn *c = pg_connect(db);
+  PGresult *r = PQexec(c, sql);
+  ExecStatusType st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    fail_msg("%s: %s", sql, why);
+  }
+  PQclear(r);
+  PQfinish(c);
+}
+
+static const char *pg_db_path(const char *name) {
+  static char conninfo[1536];
+  static int counter;
+  const char *base = tu_pg_base();
+  if (!base)
+    fail_msg("PostgreSQL tests without a server (ENGRAM_TEST_PG)");
+  /* An identifier that needs no quoting: lower case, digits, '_'. */
+  char clean[33];
+  size_t n = 0;
+  for (const char *p = name; *p && n < sizeof clean - 1; p++) {
+    char ch = *p;
+    if (ch >= 'A' && ch <= 'Z')
+      ch = (char)(ch - 'A' + 'a');
+    clean[n++] = ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))
+                     ? ch
+                     : '_';
+  }
+  clean[n] = '\0';
+  char schema[64];
+  snprintf(schema, sizeof schema, "%s%s_%d_%d",
+           (clean[0] >= 'a' && clean[0] <= 'z') ? "" : "t_", clean,
+           (int)getpid(), counter++);
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SET client_min_messages = warning; "
+           "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s",
+           schema, schema);
+  tu_pg_exec(base, sql);
+  if (strncmp(base, "postgres://", 11) == 0 ||
+      strncmp(base, "postgresql://", 13) == 0)
+    snprintf(conninfo, sizeof conninfo, "%s%soptions=-csearch_path%%3D%s",
+             base, strchr(base, '?') ? "&" : "?", schema);
+  else
+    snprintf(conninfo, sizeof conninfo, "%s options='-csearch_path=%s'", base,
+             schema);
+  return conninfo;
+}
 
 const char *tu_db_path(const char *name) {
   static char path[1024];
   static int counter;
+  if (tu_backend_is_pg())
+    return pg_db_path(name);
   const char *dir = getenv("ENGRAM_TEST_TMP");
   if (!dir || !*dir)
     dir = "/tmp/engram-test";

@@ -10,9 +10,49 @@
 
 #include "engram.h"
 
-/* A fresh path for a database: $ENGRAM_TEST_TMP/<name>-<pid>-<n>.db (old
- * files removed). Returns a static buffer. */
+/*
+ * The backend under test. The storage tests run unchanged on both:
+ *  - SQLite (default): files under $ENGRAM_TEST_TMP;
+ *  - PostgreSQL when ENGRAM_TEST_BACKEND=pg (ctest's <name>_pg tests): the
+ *    server named by ENGRAM_TEST_PG, a libpq conninfo or the path of a file
+ *    holding one (ctest's fixture writes <build>/pg/conninfo). Each
+ *    tu_db_path() is a schema of its own there, so each is an isolated
+ *    engram database as a fresh file is on SQLite.
+ * "off" in ENGRAM_TEST_PG (ENGRAM_TEST_PG=off, set by a person) skips the
+ * PostgreSQL tests, saying so; nothing else does.
+ */
+#define TU_SKIP 77 /* a program's exit code for "skipped" (ctest's) */
+
+/* 1 when the tests run on PostgreSQL. */
+int tu_backend_is_pg(void);
+
+/* For main(), first thing: 0 when the backend under test can be used;
+ * otherwise prints why not and returns the program's exit code: TU_SKIP on
+ * PostgreSQL when ENGRAM_TEST_PG is off or unset, 1 when it names a file
+ * that is not there (the server was not started). Also applies the case
+ * filters a person may set when chasing one failure: ENGRAM_TEST_ONLY and
+ * ENGRAM_TEST_SKIP, cmocka patterns of case names (`*` and `?`). */
+int tu_backend_check(void);
+
+/* The PostgreSQL server's conninfo as given (ENGRAM_TEST_PG, read from its
+ * file), or NULL when it is off or unset. */
+const char *tu_pg_base(void);
+
+/* A fresh database named after name (a static buffer, valid until the next
+ * call). SQLite: $ENGRAM_TEST_TMP/<name>-<pid>-<n>.db, old files removed.
+ * PostgreSQL: a new empty schema <name>_<pid>_<n> (made with blocking
+ * libpq: tests may block, the library never), returned as the base
+ * conninfo plus options='-csearch_path=<schema>'. */
 const char *tu_db_path(const char *name);
+
+/* Inside a test case that checks SQLite file semantics (paths, file
+ * contents, PRAGMA user_version, WAL, file locks): on PostgreSQL prints
+ * "skipped on PostgreSQL: <reason>" and skips the case (cmocka's skip()). */
+void tu_skip_unless_sqlite(const char *reason);
+
+/* Runs sql (one or more statements) on the PostgreSQL database db (a
+ * tu_db_path() result: in its schema), blocking; fails the test on error. */
+void tu_pg_exec(const char *db, const char *sql);
 
 /* Opens a handle on its own loop; fails the test on error. wrap, when not
  * NULL, is applied to the store stack before opening (engram_wrap_store). */

@@ -24,7 +24,7 @@
 
 #include "store/store.h"
 
-#define SQ_SCHEMA_VERSION 1 /* the newest schema this code knows */
+#define SQ_SCHEMA_VERSION 2 /* the newest schema this code knows */
 #define SQ_DEFAULT_PATH "./data/engram.db"
 #define SQ_BUSY_TIMEOUT_MS 5000
 #define SQ_MSG_LEN 256
@@ -51,6 +51,10 @@ typedef enum reader_stmt_kind {
   RS_LIST_ALL,   /* keyset page over all namespaces */
   RS_SEARCH,     /* FTS5 match, ranked */
   RS_NEIGHBOURS, /* traverse: ids linked to an id, both directions */
+  RS_CAND_HITS,   /* candidates: the best matches, engram_rank(k1, b, w) */
+  RS_CAND_BEFORE, /* candidates: ids before an id in a namespace */
+  RS_CAND_AFTER,  /* candidates: ids after an id in a namespace */
+  RS_CAND_NODES,  /* candidates: memories by rowid (a JSON array) */
   RS_COUNT
 } reader_stmt_kind;
 
@@ -248,11 +252,25 @@ int sqlite_cursor_push_row(sqlite_cursor *cur, sqlite3_stmt *stmt, int col,
  * ENGRAM_ENOMEM. */
 int sqlite_match_build(const char *text, size_t len, char **out,
                        size_t *tokens);
+/* The same, ANDed with the namespace's tag: `ns_tag : "n<HEX>" AND
+ * {content meta} : (...)`. The tag is the expression's first phrase
+ * (engram_rank's skip). */
+int sqlite_match_build_ns(const char *ns, const char *text, size_t len,
+                          char **out, size_t *tokens);
 
 int sqlite_stream_search(store *base, const store_query *q, engram_stream *s);
 int sqlite_stream_list(store *base, const store_query *q, engram_stream *s);
+/* sqlite_candidates.c: store_ops.candidates and candidates_cancel. */
+int sqlite_candidates(store *base, const store_candidates_query *q,
+                      store_candidates_req *req);
+void sqlite_candidates_cancel(store *base, store_candidates_req *req);
+
 /* sqlite_traverse.c */
 int sqlite_stream_traverse(store *base, const store_query *q, engram_stream *s);
+
+/* BM25 parameters of engram_rank() without arguments (lexical search). */
+#define SQ_RANK_K1 1.2
+#define SQ_RANK_B 0.75
 
 /* Registers engram_rank() (sqlite_rank.c) on a connection that searches. */
 int sqlite_rank_register(sqlite3 *db);

@@ -15,6 +15,11 @@
  * stop words that could match ("😀 or" must still find "or"). The test for
  * symbols is deliberately generous: wrongly calling a letter a symbol only
  * keeps stop words in the query.
+ *
+ * sqlite_match_build_ns() ANDs the disjunction, restricted to the word
+ * columns, with the namespace's tag (schema v2: "n" and the hex of the
+ * namespace's bytes, in the ns_tag column): the index then visits only the
+ * namespace's rows. The tag is hex, so it is a token and never syntax.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -127,5 +132,41 @@ int sqlite_match_build(const char *text, size_t len, char **out,
   }
   *out = b.buf;
   *tokens = b.tokens;
+  return 0;
+}
+
+int sqlite_match_build_ns(const char *ns, const char *text, size_t len,
+                          char **out, size_t *tokens) {
+  char *words = NULL;
+  *out = NULL;
+  int rc = sqlite_match_build(text, len, &words, tokens);
+  if (rc != 0 || !words)
+    return rc;
+  static const char hex[] = "0123456789ABCDEF";
+  static const char head[] = "ns_tag : \"n";
+  static const char middle[] = "\" AND {content meta} : (";
+  size_t nslen = strlen(ns), wlen = strlen(words);
+  size_t cap = sizeof head + 2 * nslen + sizeof middle + wlen + 2;
+  char *expr = malloc(cap);
+  if (!expr) {
+    free(words);
+    return ENGRAM_ENOMEM;
+  }
+  char *p = expr;
+  memcpy(p, head, sizeof head - 1);
+  p += sizeof head - 1;
+  for (size_t i = 0; i < nslen; i++) {
+    unsigned char c = (unsigned char)ns[i];
+    *p++ = hex[c >> 4];
+    *p++ = hex[c & 15];
+  }
+  memcpy(p, middle, sizeof middle - 1);
+  p += sizeof middle - 1;
+  memcpy(p, words, wlen);
+  p += wlen;
+  *p++ = ')';
+  *p = '\0';
+  free(words);
+  *out = expr;
   return 0;
 }

@@ -48,6 +48,26 @@ static const char *const reader_sql[RS_COUNT] = {
                       " UNION ALL "
                       "SELECT source FROM relationships"
                       " WHERE target = ?1 AND ns = ?2 AND strength >= ?3",
+    /* score is negative (engram_rank), lower is better; ?1 starts with
+     * the namespace tag (sqlite_match_build_ns), not scored. */
+    [RS_CAND_HITS] = "SELECT m.rowid, m.id,"
+                     " engram_rank(memories_fts, ?4, ?5, ?6, 1) AS score"
+                     " FROM memories_fts JOIN memories m"
+                     " ON m.rowid = memories_fts.rowid"
+                     " WHERE memories_fts MATCH ?1 AND m.ns = ?2"
+                     " AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)"
+                     " ORDER BY score LIMIT ?7",
+    [RS_CAND_BEFORE] = "SELECT m.rowid, m.id FROM memories m"
+                       " WHERE m.ns = ?1 AND m.id < ?2"
+                       " AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)"
+                       " ORDER BY m.ns DESC, m.id DESC LIMIT ?4",
+    [RS_CAND_AFTER] = "SELECT m.rowid, m.id FROM memories m"
+                      " WHERE m.ns = ?1 AND m.id > ?2"
+                      " AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)"
+                      " ORDER BY m.ns, m.id LIMIT ?4",
+    [RS_CAND_NODES] = "SELECT m.rowid, " SQ_NODE_COLUMNS
+                      " FROM memories m WHERE m.rowid IN"
+                      " (SELECT value FROM json_each(?1))",
 };
 
 sqlite3_stmt *sqlite_reader_stmt(sqlite_reader *rd, reader_stmt_kind kind,

@@ -13,19 +13,27 @@
  * Like bm25(), it returns the negated score (FTS5 sorts rank ascending).
  * Per-query statistics (row count, average length, each phrase's document
  * count) are computed once per query and kept as FTS5 auxiliary data.
+ *
+ * The two columns (content, and the metadata's text values) are one bag of
+ * words: one document length, one term frequency, where an occurrence in
+ * the metadata counts meta_weight. The third column, the namespace tag, is
+ * a filter, never a word: it counts in no length, and with skip = 1 the
+ * query's first phrase (the tag, see sqlite_match_build) is not scored.
+ * Arguments, all optional: engram_rank(k1, b, meta_weight, skip); without
+ * them SQ_RANK_K1, SQ_RANK_B, 1 and 0. A value out of range (k1 < 0, b
+ * outside [0, 1], weight < 0, skip not 0 or 1) is an error of the
+ * statement.
  */
 #include <math.h>
 #include <stdlib.h>
 
 #include "store/sqlite/sqlite_internal.h"
 
-#define K1 1.2
-#define B 0.75
 
 typedef struct rank_stats {
   int nphrase;
   double avgdl;
-  double idf[]; /* per phrase */
+  double idf[]; /* per phrase, then as many term frequencies (scratch) */
 } rank_stats;
 
 static int count_row(const Fts5ExtensionApi *api, Fts5Context *fts,
@@ -36,11 +44,34 @@ static int count_row(const Fts5ExtensionApi *api, Fts5Context *fts,
   return SQLITE_OK;
 }
 
+/* Tokens of the current row (dl) or of the table (total) in the columns
+ * that are words: content and meta, not the namespace tag. */
+static int words_size(const Fts5ExtensionApi *api, Fts5Context *fts,
+                      sqlite3_int64 *out, int total) {
+  *out = 0;
+  int ncol = api->xColumnCount(fts);
+  for (int col = 0; col < ncol && col < 2; col++) {
+    int rc;
+    sqlite3_int64 n = 0;
+    if (total) {
+      rc = api->xColumnTotalSize(fts, col, &n);
+    } else {
+      int size = 0;
+      rc = api->xColumnSize(fts, col, &size);
+      n = size;
+    }
+    if (rc != SQLITE_OK)
+      return rc;
+    *out += n;
+  }
+  return SQLITE_OK;
+}
+
 static rank_stats *compute_stats(const Fts5ExtensionApi *api,
-                                 Fts5Context *fts, int *rc) {
+                                 Fts5Context *fts, int skip, int *rc) {
   int nphrase = api->xPhraseCount(fts);
   rank_stats *st = sqlite3_malloc64(sizeof *st +
-                                    (sqlite3_uint64)nphrase * sizeof(double));
+                                    2 * (sqlite3_uint64)nphrase * sizeof(double));
   if (!st) {
     *rc = SQLITE_NOMEM;
     return NULL;
@@ -49,12 +80,16 @@ static rank_stats *compute_stats(const Fts5ExtensionApi *api,
   sqlite3_int64 nrow = 0, ntoken = 0;
   *rc = api->xRowCount(fts, &nrow);
   if (*rc == SQLITE_OK)
-    *rc = api->xColumnTotalSize(fts, -1, &ntoken);
+    *rc = words_size(api, fts, &ntoken, 1);
   st->avgdl = nrow > 0 ? (double)ntoken / (double)nrow : 1.0;
   if (st->avgdl <= 0)
     st->avgdl = 1.0;
   for (int i = 0; *rc == SQLITE_OK && i < nphrase; i++) {
     sqlite3_int64 n = 0;
+    if (i < skip) { /* a filter (the namespace tag): not scored */
+      st->idf[i] = 0;
+      continue;
+    }
     *rc = api->xQueryPhrase(fts, i, &n, count_row);
     st->idf[i] = log(1.0 + ((double)nrow - (double)n + 0.5) / ((double)n + 0.5));
   }
@@ -66,18 +101,34 @@ static rank_stats *compute_stats(const Fts5ExtensionApi *api,
   return *rc == SQLITE_OK ? st : NULL;
 }
 
+/* The nth argument as a number, or fallback when it is absent. */
+static double arg_or(int nval, sqlite3_value **vals, int n, double fallback) {
+  if (n >= nval || sqlite3_value_type(vals[n]) == SQLITE_NULL)
+    return fallback;
+  return sqlite3_value_double(vals[n]);
+}
+
 static void engram_rank(const Fts5ExtensionApi *api, Fts5Context *fts,
                         sqlite3_context *ctx, int nval, sqlite3_value **vals) {
-  (void)nval;
-  (void)vals;
+  double k1 = arg_or(nval, vals, 0, SQ_RANK_K1);
+  double b = arg_or(nval, vals, 1, SQ_RANK_B);
+  double meta_weight = arg_or(nval, vals, 2, 1.0);
+  double skip = arg_or(nval, vals, 3, 0);
+  if (!(k1 >= 0 && k1 <= 100 && b >= 0 && b <= 1 && meta_weight >= 0 &&
+        meta_weight <= 100 && skip >= 0 && skip <= 1)) {
+    sqlite3_result_error(
+        ctx, "engram_rank: k1, b, meta_weight or skip out of range", -1);
+    return;
+  }
   int rc = SQLITE_OK;
   rank_stats *st = api->xGetAuxdata(fts, 0);
-  if (!st && !(st = compute_stats(api, fts, &rc))) {
+  if (!st && !(st = compute_stats(api, fts, (int)skip, &rc))) {
     sqlite3_result_error_code(ctx, rc);
     return;
   }
-  int dl = 0, ninst = 0;
-  rc = api->xColumnSize(fts, -1, &dl);
+  sqlite3_int64 dl = 0;
+  int ninst = 0;
+  rc = words_size(api, fts, &dl, 0);
   if (rc == SQLITE_OK)
     rc = api->xInstCount(fts, &ninst);
   if (rc != SQLITE_OK) {
@@ -85,21 +136,22 @@ static void engram_rank(const Fts5ExtensionApi *api, Fts5Context *fts,
     return;
   }
   /* Term frequencies per phrase: the instances come sorted by phrase. */
-  double score = 0;
-  double norm = K1 * (1.0 - B + B * (double)dl / st->avgdl);
-  int phrase = -1, tf = 0;
-  for (int i = 0; i <= ninst; i++) {
-    int p = -1, col, off;
-    if (i < ninst && api->xInst(fts, i, &p, &col, &off) != SQLITE_OK)
+  /* Term frequencies per phrase, whatever order the instances come in. */
+  double *tf = st->idf + st->nphrase;
+  for (int p = 0; p < st->nphrase; p++)
+    tf[p] = 0;
+  for (int i = 0; i < ninst; i++) {
+    int p = -1, col = 0, off;
+    if (api->xInst(fts, i, &p, &col, &off) != SQLITE_OK)
       break;
-    if (p != phrase) {
-      if (phrase >= 0 && phrase < st->nphrase)
-        score += st->idf[phrase] * tf * (K1 + 1.0) / (tf + norm);
-      phrase = p;
-      tf = 0;
-    }
-    tf++;
+    if (p >= 0 && p < st->nphrase && col < 2)
+      tf[p] += col == 0 ? 1.0 : meta_weight;
   }
+  double score = 0;
+  double norm = k1 * (1.0 - b + b * (double)dl / st->avgdl);
+  for (int p = 0; p < st->nphrase; p++)
+    if (tf[p] > 0)
+      score += st->idf[p] * tf[p] * (k1 + 1.0) / (tf[p] + norm);
   sqlite3_result_double(ctx, -score);
 }
 

@@ -18,6 +18,13 @@
  * index on target for the reverse direction. History rows outlive their
  * memory. Ids are unique across namespaces, so `id` alone finds a memory
  * and the namespace is checked alongside.
+ *
+ * Schema v2 (hybrid search) re-creates the full-text index: the porter
+ * stemmer over unicode61 ("running" finds "run"), a second column holding
+ * the text values of the metadata (a speaker, a session's date), and a
+ * third holding the namespace as one token. The index is contentless: the
+ * triggers compute the columns, and the migration fills it from the
+ * memories.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +32,17 @@
 #include <sys/stat.h>
 
 #include "store/sqlite/sqlite_internal.h"
+
+/* The text values of a row's metadata object, space-joined (NULL when it
+ * has none): what the full-text index holds beside the content, so that a
+ * speaker, a session's date or a tag is found like a word of the memory. */
+#define SQ_META_TEXT(row)                                                      \
+  "(SELECT group_concat(value, ' ') FROM json_each(" row ".metadata)"          \
+  " WHERE type = 'text')"
+/* The row's namespace as one token ("n" and the hex of its bytes): a query
+ * ANDs it with the words (sqlite_match_build_ns), so the index looks only
+ * at the namespace's rows instead of every namespace's. */
+#define SQ_NS_TAG(row) "('n' || hex(" row ".ns))"
 
 static const char *const migrations[SQ_SCHEMA_VERSION] = {
     /* 0 -> 1 */
@@ -80,6 +98,38 @@ static const char *const migrations[SQ_SCHEMA_VERSION] = {
     "  new_content TEXT,"
     "  at_ms INTEGER NOT NULL);"
     "CREATE INDEX history_memory ON history(memory_id, seq);",
+    /* 1 -> 2: the full-text index stems (porter) and has a second column,
+     * the metadata's text values; it holds no copy of the text
+     * (contentless), so the triggers give it the old values to delete. */
+    "DROP TRIGGER memories_fts_insert;"
+    "DROP TRIGGER memories_fts_delete;"
+    "DROP TRIGGER memories_fts_update;"
+    "DROP TABLE memories_fts;"
+    "CREATE VIRTUAL TABLE memories_fts USING fts5(content, meta, ns_tag,"
+    "  content='', tokenize='porter unicode61 remove_diacritics 2');"
+    "CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN"
+    "  INSERT INTO memories_fts(rowid, content, meta, ns_tag) VALUES"
+    "  (new.rowid, new.content, " SQ_META_TEXT("new") ", " SQ_NS_TAG("new")
+    ");"
+    "END;"
+    "CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN"
+    "  INSERT INTO memories_fts(memories_fts, rowid, content, meta, ns_tag)"
+    "    VALUES ('delete', old.rowid, old.content, " SQ_META_TEXT("old")
+    ", " SQ_NS_TAG("old") ");"
+    "END;"
+    "CREATE TRIGGER memories_fts_update AFTER UPDATE OF content, metadata, ns"
+    "  ON memories WHEN old.content IS NOT new.content"
+    "  OR old.metadata IS NOT new.metadata OR old.ns IS NOT new.ns BEGIN"
+    "  INSERT INTO memories_fts(memories_fts, rowid, content, meta, ns_tag)"
+    "    VALUES ('delete', old.rowid, old.content, " SQ_META_TEXT("old")
+    ", " SQ_NS_TAG("old") ");"
+    "  INSERT INTO memories_fts(rowid, content, meta, ns_tag) VALUES"
+    "  (new.rowid, new.content, " SQ_META_TEXT("new") ", " SQ_NS_TAG("new")
+    ");"
+    "END;"
+    "INSERT INTO memories_fts(rowid, content, meta, ns_tag)"
+    "  SELECT rowid, content, " SQ_META_TEXT("memories") ", "
+    SQ_NS_TAG("memories") " FROM memories;",
 };
 
 /* Creates the directory that will hold path, one level, when missing. */

@@ -167,6 +167,8 @@ static const store_ops sqlite_ops = {
     .search = sqlite_stream_search,
     .list = sqlite_stream_list,
     .traverse = sqlite_stream_traverse,
+    .candidates = sqlite_candidates,
+    .candidates_cancel = sqlite_candidates_cancel,
 };
 
 store *store_sqlite_new(rt *r, const engram_options *opts) {

@@ -1,0 +1,536 @@
+/*
+ * test_hybrid.c — hybrid search (src/search/hybrid.*, the SQLite
+ * candidates operation): propagation to neighbours, session boundaries
+ * (metadata and time gaps), the speaker boost, filters, decay, importance,
+ * a memory alone, empty queries, option checks, and cancellation at every
+ * stage. The ranking's quality is measured by `engram eval` (see
+ * docs/retrieval.md); these tests pin its mechanics.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store_tu.h"
+#include "tu.h"
+
+#define NS "hyb"
+
+/* Adds one memory with metadata (NULL: none); the id goes to out. */
+static void add_md(engram *eg, const char *ns, const char *content,
+                   const char *metadata, char out[ENGRAM_ID_LEN + 1]) {
+  char id[ENGRAM_ID_LEN + 1];
+  engram_id_new(id);
+  engram_op op = {.kind = ENGRAM_OP_ADD,
+                  .ns = ns,
+                  .id = id,
+                  .type = ENGRAM_EPISODIC,
+                  .content = content,
+                  .metadata = metadata};
+  assert_int_equal(stu_write_ops(eg, &op, 1), 0);
+  if (out)
+    memcpy(out, id, sizeof id);
+}
+
+static void add_imp(engram *eg, const char *content, double importance,
+                    char out[ENGRAM_ID_LEN + 1]) {
+  engram_id_new(out);
+  engram_op op = {.kind = ENGRAM_OP_ADD,
+                  .ns = NS,
+                  .id = out,
+                  .type = ENGRAM_SEMANTIC,
+                  .content = content,
+                  .importance = importance,
+                  .set = ENGRAM_SET_IMPORTANCE};
+  assert_int_equal(stu_write_ops(eg, &op, 1), 0);
+}
+
+static int hybrid(engram *eg, const char *text,
+                  const engram_search_options *opts, stu_coll *c) {
+  engram_query q = {.ns = NS,
+                    .text = text,
+                    .strategy = ENGRAM_STRATEGY_HYBRID,
+                    .options = opts};
+  return stu_search(eg, &q, 100, c);
+}
+
+static void check_ranked(const stu_coll *c) {
+  for (size_t i = 0; i < c->n; i++) {
+    assert_true(c->nodes[i]->relevance > 0 && c->nodes[i]->relevance <= 1);
+    if (i > 0)
+      assert_true(c->nodes[i]->relevance <= c->nodes[i - 1]->relevance);
+  }
+}
+
+/* Sets created_ms of a memory behind engram's back (closed handle). */
+static void set_created(const char *path, const char *id, long long ms) {
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "UPDATE memories SET created_ms = %lld WHERE id = '%s'", ms, id);
+  if (tu_backend_is_pg()) {
+    tu_pg_exec(path, sql);
+    return;
+  }
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+/* A conversation of one session: the match pulls in the turns around it,
+ * the nearer with more weight, and nothing beyond the window. */
+static void test_propagation(void **state) {
+  (void)state;
+  engram *eg = tu_open(tu_db_path("hybrid-prop"), NULL);
+  char t[7][ENGRAM_ID_LEN + 1];
+  const char *turns[7] = {"good morning",        "how was the weekend",
+                          "we went hiking",      "we climbed a volcano",
+                          "that sounds amazing", "it was really steep",
+                          "anyway see you later"};
+  for (int i = 0; i < 7; i++)
+    add_md(eg, NS, turns[i], "{\"session\":1}", t[i]);
+
+  stu_coll c;
+  engram_query lq = {.ns = NS, .text = "volcano"};
+  assert_int_equal(stu_search(eg, &lq, 10, &c), 0);
+  assert_int_equal(c.n, 1); /* lexical: the match alone */
+  stu_coll_free(&c);
+
+  assert_int_equal(hybrid(eg, "volcano", NULL, &c), 0);
+  assert_int_equal(c.n, 5); /* the match and two each side */
+  check_ranked(&c);
+  assert_string_equal(c.nodes[0]->id, t[3]);
+  /* d = 1 before d = 2; turns 0 and 6 are out of the window */
+  int at[7];
+  for (int i = 0; i < 7; i++)
+    at[i] = stu_find(&c, t[i]);
+  assert_true(at[0] < 0 && at[6] < 0);
+  assert_true(at[2] > 0 && at[4] > 0 && at[1] > 0 && at[5] > 0);
+  assert_true(at[2] < at[1] && at[4] < at[5]);
+  stu_coll_free(&c);
+
+  /* window 0 and no session prior: the match alone again. */
+  engram_search_options o;
+  engram_search_options_init(&o);
+  o.window = 0;
+  assert_int_equal(hybrid(eg, "volcano", &o, &c), 0);
+  assert_int_equal(c.n, 1);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
+/* Propagation stops at a session boundary (metadata "session"); another
+ * namespace never contributes neighbours. */
+static void test_session_boundary_metadata(void **state) {
+  (void)state;
+  engram *eg = tu_open(tu_db_path("hybrid-sess"), NULL);
+  char a1[ENGRAM_ID_LEN + 1], a2[ENGRAM_ID_LEN + 1], hit[ENGRAM_ID_LEN + 1];
+  char b1[ENGRAM_ID_LEN + 1], other[ENGRAM_ID_LEN + 1];
+  add_md(eg, NS, "first words", "{\"session\":\"s1\"}", a1);
+  add_md(eg, NS, "more words", "{\"session\":\"s1\"}", a2);
+  add_md(eg, "elsewhere", "between the two", "{\"session\":\"s1\"}", other);
+  add_md(eg, NS, "the lighthouse keeper", "{\"session\":\"s1\"}", hit);
+  add_md(eg, NS, "a new day begins", "{\"session\":\"s2\"}", b1);
+
+  stu_coll c;
+  assert_int_equal(hybrid(eg, "lighthouse", NULL, &c), 0);
+  check_ranked(&c);
+  assert_string_equal(c.nodes[0]->id, hit);
+  assert_true(stu_find(&c, a2) > 0 && stu_find(&c, a1) > 0);
+  assert_true(stu_find(&c, b1) < 0);    /* next session */
+  assert_true(stu_find(&c, other) < 0); /* other namespace */
+  for (size_t i = 0; i < c.n; i++)
+    assert_string_equal(c.nodes[i]->ns, NS);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
+/* Without a metadata session, a gap of more than session_gap_ms between
+ * creation times ends a session. */
+static void test_session_boundary_time(void **state) {
+  (void)state;
+  char path[1024];
+  snprintf(path, sizeof path, "%s", tu_db_path("hybrid-gap"));
+  engram *eg = tu_open(path, NULL);
+  char before[ENGRAM_ID_LEN + 1], hit[ENGRAM_ID_LEN + 1];
+  char after[ENGRAM_ID_LEN + 1];
+  add_md(eg, NS, "we talked about rain", NULL, before);
+  add_md(eg, NS, "the orchard needs pruning", NULL, hit);
+  add_md(eg, NS, "completely different topic", NULL, after);
+  tu_close(eg);
+  long long t0 = 1700000000000LL;
+  set_created(path, before, t0);
+  set_created(path, hit, t0 + 60 * 1000);             /* a minute later */
+  set_created(path, after, t0 + 2 * 3600 * 1000 + 1); /* two hours later */
+
+  eg = tu_open(path, NULL);
+  stu_coll c;
+  assert_int_equal(hybrid(eg, "orchard", NULL, &c), 0);
+  assert_string_equal(c.nodes[0]->id, hit);
+  assert_true(stu_find(&c, before) > 0);
+  assert_true(stu_find(&c, after) < 0);
+  stu_coll_free(&c);
+
+  /* A longer gap allowed: one session. */
+  engram_search_options o;
+  engram_search_options_init(&o);
+  o.session_gap_ms = 3 * 3600 * 1000;
+  assert_int_equal(hybrid(eg, "orchard", &o, &c), 0);
+  assert_true(stu_find(&c, after) > 0);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
+/* A match whose speaker is named in the query ranks above an equal match
+ * of another speaker. */
+static void test_speaker_boost(void **state) {
+  (void)state;
+  engram *eg = tu_open(tu_db_path("hybrid-speaker"), NULL);
+  char alice[ENGRAM_ID_LEN + 1], bob[ENGRAM_ID_LEN + 1];
+  /* The names are in the metadata only, and metadata words do not count
+   * (meta_weight 0): only the boost can tell the speakers apart. */
+  add_md(eg, NS,
+         "I adopted a puppy last week after thinking about it for a very "
+         "long time",
+         "{\"speaker\":\"Alice\",\"session\":1}", alice);
+  add_md(eg, NS, "a puppy", "{\"speaker\":\"Bob\",\"session\":2}", bob);
+
+  engram_search_options o;
+  engram_search_options_init(&o);
+  o.meta_weight = 0;
+  o.session_weight = 0;
+  o.speaker_boost = 0;
+  stu_coll c;
+  assert_int_equal(hybrid(eg, "when did Alice get a puppy", &o, &c), 0);
+  assert_int_equal(c.n, 2);
+  assert_string_equal(c.nodes[0]->id, bob); /* shorter: BM25 prefers it */
+  stu_coll_free(&c);
+
+  o.speaker_boost = 1.0;
+  assert_int_equal(hybrid(eg, "when did ALICE get a puppy", &o, &c), 0);
+  assert_int_equal(c.n, 2);
+  assert_string_equal(c.nodes[0]->id, alice);
+  assert_true(c.nodes[0]->relevance > c.nodes[1]->relevance);
+  stu_coll_free(&c);
+  /* A name that is only part of a word is not named. */
+  assert_int_equal(hybrid(eg, "aliced puppy", &o, &c), 0);
+  assert_string_equal(c.nodes[0]->id, bob);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
+/* Metadata words are searchable (schema v2's second column). */
+static void test_metadata_words_match(void **state) {
+  (void)state;
+  engram *eg = tu_open(tu_db_path("hybrid-meta"), NULL);
+  char id[ENGRAM_ID_LEN + 1];
+  add_md(eg, NS, "we met at the cafe",
+         "{\"session_time\":\"8 May 2023\",\"n\":5}", id);
+  stu_coll c;
+  assert_int_equal(hybrid(eg, "what happened in 2023", NULL, &c), 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.nodes[0]->id, id);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
+static void test_filters(void **state) {
+  (void)state;
+  char path[1024];
+  snprintf(path, sizeof path, "%s", tu_db_path("hybrid-filter"));
+  engram *eg = tu_open(path, NULL);
+  char red[ENGRAM_ID_LEN + 1], blue[ENGRAM_ID_LEN + 1];
+  add_md(eg, NS, "the red kite flies", "{\"tag\":\"red\",\"n\":7}", red);
+  add_md(eg, NS, "the blue kite flies", "{\"tag\":\"blue\",\"n\":8}", blue);
+  tu_close(eg);
+  set_created(path, red, 1000000);
+  set_created(path, blue, 2000000);
+  eg = tu_open(path, NULL);
+
+  stu_coll c;
+  engram_query q = {.ns = NS,
+                    .text = "kite",
+                    .strategy = ENGRAM_STRATEGY_HYBRID,
+                    .meta_key = "tag",
+                    .meta_value = "blue"};
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.nodes[0]->id, blue);
+  stu_coll_free(&c);
+  q.meta_key = "n"; /* a number compares by its JSON text */
+  q.meta_value = "7";
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.nodes[0]->id, red);
+  stu_coll_free(&c);
+  q.meta_key = "absent";
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 0);
+  stu_coll_free(&c);
+
+  q.meta_key = q.meta_value = NULL;
+  q.created_after_ms = 1500000;
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.nodes[0]->id, blue);
+  stu_coll_free(&c);
+  q.created_after_ms = 0;
+  q.created_before_ms = 1500000;
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.nodes[0]->id, red);
+  stu_coll_free(&c);
+  q.created_before_ms = 0;
+
+  /* Types apply to matches and neighbours alike. */
+  q.types = 1u << ENGRAM_SEMANTIC;
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 0);
+  stu_coll_free(&c);
+
+  /* Filters are the hybrid strategy's; half a filter is an error. */
+  q.types = 0;
+  q.strategy = ENGRAM_STRATEGY_LEXICAL;
+  q.meta_key = "tag";
+  q.meta_value = "red";
+  stu_coll_init(&c, eg, 10);
+  engram_stream_cbs cbs = stu_cbs(&c);
+  engram_stream *s;
+  assert_int_equal(engram_search(eg, &q, &cbs, &s), ENGRAM_EINVAL);
+  q.strategy = ENGRAM_STRATEGY_HYBRID;
+  q.meta_value = NULL;
+  assert_int_equal(engram_search(eg, &q, &cbs, &s), ENGRAM_EINVAL);
+  q.meta_key = NULL;
+  q.created_after_ms = 10;
+  q.created_before_ms = 5;
+  assert_int_equal(engram_search(eg, &q, &cbs, &s), ENGRAM_EINVAL);
+  tu_close(eg);
+}
+
+/* Half-life decay prefers the newer of two equal matches; importance the
+ * more important. */
+static void test_decay_and_importance(void **state) {
+  (void)state;
+  char path[1024];
+  snprintf(path, sizeof path, "%s", tu_db_path("hybrid-decay"));
+  engram *eg = tu_open(path, NULL);
+  char old[ENGRAM_ID_LEN + 1], recent[ENGRAM_ID_LEN + 1];
+  add_md(eg, NS, "the harbour at dawn", "{\"session\":1}", old);
+  add_md(eg, NS, "the harbour at dusk", "{\"session\":2}", recent);
+  tu_close(eg);
+  set_created(path, recent, 1700000000000LL);
+  set_created(path, old, 1700000000000LL - 30LL * 86400 * 1000);
+  eg = tu_open(path, NULL);
+
+  engram_search_options o;
+  engram_search_options_init(&o);
+  o.half_life_ms = 7LL * 86400 * 1000;
+  stu_coll c;
+  assert_int_equal(hybrid(eg, "harbour", &o, &c), 0);
+  assert_int_equal(c.n, 2);
+  assert_string_equal(c.nodes[0]->id, recent);
+  assert_true(c.nodes[1]->relevance < c.nodes[0]->relevance / 4);
+  stu_coll_free(&c);
+  tu_close(eg);
+
+  eg = tu_open(tu_db_path("hybrid-importance"), NULL);
+  char low[ENGRAM_ID_LEN + 1], high[ENGRAM_ID_LEN + 1];
+  add_imp(eg, "espresso machine", 0.1, low);
+  add_imp(eg, "espresso machine!", 0.9, high);
+  engram_search_options_init(&o);
+  o.window = 0;
+  o.session_weight = 0;
+  assert_int_equal(hybrid(eg, "espresso", &o, &c), 0);
+  assert_int_equal(c.n, 2);
+  assert_string_equal(c.nodes[0]->id, high);
+  stu_coll_free(&c);
+  o.importance_weight = 0;
+  assert_int_equal(hybrid(eg, "espresso", &o, &c), 0);
+  assert_true(c.nodes[0]->relevance == c.nodes[1]->relevance);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
+/* One memory, no neighbours; words found nowhere; no words at all. */
+static void test_alone_and_empty(void **state) {
+  (void)state;
+  engram *eg = tu_open(tu_db_path("hybrid-alone"), NULL);
+  stu_coll c;
+  assert_int_equal(hybrid(eg, "anything", NULL, &c), 0); /* empty ns */
+  assert_int_equal(c.n, 0);
+  stu_coll_free(&c);
+  char id[ENGRAM_ID_LEN + 1];
+  add_md(eg, NS, "a solitary memory about glaciers", NULL, id);
+  assert_int_equal(hybrid(eg, "glaciers", NULL, &c), 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.nodes[0]->id, id);
+  check_ranked(&c);
+  stu_coll_free(&c);
+  assert_int_equal(hybrid(eg, "deserts", NULL, &c), 0);
+  assert_int_equal(c.n, 0);
+  stu_coll_free(&c);
+  assert_int_equal(hybrid(eg, "", NULL, &c), 0);
+  assert_int_equal(c.n, 0);
+  stu_coll_free(&c);
+  assert_int_equal(hybrid(eg, "?! ...", NULL, &c), 0);
+  assert_int_equal(c.n, 0);
+  stu_coll_free(&c);
+  /* min_relevance above everything */
+  engram_query q = {.ns = NS,
+                    .text = "glaciers",
+                    .strategy = ENGRAM_STRATEGY_HYBRID,
+                    .min_relevance = 0.9999};
+  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
+  assert_int_equal(c.n, 0);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
+static void test_options_checked(void **state) {
+  (void)state;
+  engram *eg = tu_open(tu_db_path("hybrid-opts"), NULL);
+  engram_search_options o;
+  engram_stream *s;
+  engram_query q = {
+      .ns = NS, .text = "x", .strategy = ENGRAM_STRATEGY_HYBRID, .options = &o};
+  struct {
+    size_t offset;
+    double value;
+  } bad[] = {
+      {offsetof(engram_search_options, k1), -1},
+      {offsetof(engram_search_options, b), 1.5},
+      {offsetof(engram_search_options, neighbour_weight), -0.1},
+      {offsetof(engram_search_options, rrf_k), 0},
+      {offsetof(engram_search_options, importance_weight), 2},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    engram_search_options_init(&o);
+    memcpy((char *)&o + bad[i].offset, &bad[i].value, sizeof(double));
+    assert_int_equal(engram_search(eg, &q, NULL, &s), ENGRAM_EINVAL);
+  }
+  engram_search_options_init(&o);
+  o.candidates = 0;
+  assert_int_equal(engram_search(eg, &q, NULL, &s), ENGRAM_EINVAL);
+  engram_search_options_init(&o);
+  o.window = 17;
+  assert_int_equal(engram_search(eg, &q, NULL, &s), ENGRAM_EINVAL);
+  engram_search_options_init(&o);
+  q.strategy = (engram_strategy)42;
+  assert_int_equal(engram_search(eg, &q, NULL, &s), ENGRAM_EINVAL);
+
+  engram_strategy st;
+  assert_int_equal(engram_strategy_parse("hybrid", &st), 0);
+  assert_int_equal(st, ENGRAM_STRATEGY_HYBRID);
+  assert_int_equal(engram_strategy_parse("vector", &st), ENGRAM_EINVAL);
+  assert_string_equal(engram_strategy_name(ENGRAM_STRATEGY_LEXICAL), "lexical");
+  tu_close(eg);
+}
+
+/* Cancel before the store answered, from the first item, and with a
+ * deadline: done comes once with ECANCELED (or ETIMEDOUT), nothing after. */
+static void test_cancel(void **state) {
+  (void)state;
+  engram *eg = tu_open(tu_db_path("hybrid-cancel"), NULL);
+  for (int i = 0; i < 200; i++) {
+    char text[64];
+    snprintf(text, sizeof text, "turn %d about the river and the boats", i);
+    add_md(eg, NS, text, "{\"session\":1}", NULL);
+  }
+  engram_query q = {
+      .ns = NS, .text = "river boats", .strategy = ENGRAM_STRATEGY_HYBRID};
+  /* 1. right after the request: the candidates task is queued or running */
+  stu_coll c;
+  stu_coll_init(&c, eg, 10);
+  engram_stream_cbs cbs = stu_cbs(&c);
+  assert_int_equal(engram_search(eg, &q, &cbs, &c.s), 0);
+  c.requested = 10;
+  assert_int_equal(engram_stream_request(c.s, 10), 0);
+  engram_stream_cancel(c.s);
+  engram_stream_cancel(c.s);
+  tu_run_until(eg, &c.done);
+  assert_true(c.done);
+  assert_int_equal(c.status, ENGRAM_ECANCELED);
+  assert_int_equal(c.n, 0);
+  stu_coll_free(&c);
+
+  /* 2. before any request: nothing started */
+  stu_coll_init(&c, eg, 10);
+  cbs = stu_cbs(&c);
+  assert_int_equal(engram_search(eg, &q, &cbs, &c.s), 0);
+  engram_stream_cancel(c.s);
+  tu_run_until(eg, &c.done);
+  assert_int_equal(c.status, ENGRAM_ECANCELED);
+  stu_coll_free(&c);
+
+  /* 3. from the item callback, after 3 items */
+  stu_coll_init(&c, eg, 10);
+  c.cancel_after = 3;
+  cbs = stu_cbs(&c);
+  assert_int_equal(engram_search(eg, &q, &cbs, &c.s), 0);
+  stu_drain(&c);
+  assert_int_equal(c.n, 3);
+  assert_int_equal(c.status, ENGRAM_ECANCELED);
+  stu_coll_free(&c);
+
+  /* 4. paused after a page, then the rest on demand */
+  stu_coll_init(&c, eg, 7);
+  c.auto_request = 0;
+  cbs = stu_cbs(&c);
+  assert_int_equal(engram_search(eg, &q, &cbs, &c.s), 0);
+  c.requested = 7;
+  assert_int_equal(engram_stream_request(c.s, 7), 0);
+  tu_run_until(eg, &c.done); /* returns when the loop idles: paused */
+  assert_int_equal(c.n, 7);
+  assert_false(c.done);
+  engram_stream_cancel(c.s);
+  tu_run_until(eg, &c.done);
+  assert_int_equal(c.status, ENGRAM_ECANCELED);
+  stu_coll_free(&c);
+
+  /* 5. closing the handle with a search in flight cancels it */
+  stu_coll_init(&c, eg, 10);
+  cbs = stu_cbs(&c);
+  assert_int_equal(engram_search(eg, &q, &cbs, &c.s), 0);
+  c.requested = 10;
+  assert_int_equal(engram_stream_request(c.s, 10), 0);
+  tu_close(eg);
+  assert_true(c.done);
+  stu_coll_free(&c);
+}
+
+/* The hybrid strategy over the delay store (a decorator) still works. */
+static void test_through_decorator(void **state) {
+  (void)state;
+  engram *eg = tu_open_delayed(tu_db_path("hybrid-delay"), NULL, 1);
+  add_md(eg, NS, "one two three", NULL, NULL);
+  stu_coll c;
+  assert_int_equal(hybrid(eg, "two", NULL, &c), 0);
+  assert_int_equal(c.n, 1);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
+int main(void) {
+  int rc = tu_backend_check();
+  if (rc != 0)
+    return rc;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_propagation),
+      cmocka_unit_test(test_session_boundary_metadata),
+      cmocka_unit_test(test_session_boundary_time),
+      cmocka_unit_test(test_speaker_boost),
+      cmocka_unit_test(test_metadata_words_match),
+      cmocka_unit_test(test_filters),
+      cmocka_unit_test(test_decay_and_importance),
+      cmocka_unit_test(test_alone_and_empty),
+      cmocka_unit_test(test_options_checked),
+      cmocka_unit_test(test_cancel),
+      cmocka_unit_test(test_through_decorator),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
