@@ -94,6 +94,29 @@ for bin in "${benches[@]}"; do
     failed=1
   fi
 done
+# The PostgreSQL backend, on a throwaway server of Debian's postgresql
+# (scripts/pgtest.sh: loopback only, stopped at the end): bench_store
+# against raw libpq, and bench_starvation, where I/O latency is real.
+pgdir="$tmp/pg"
+if conninfo=$(bash "$(dirname "$0")/pgtest.sh" start "$pgdir"); then
+  for name in bench_store bench_starvation; do
+    [ -x "$build/$name" ] || continue
+    # shellcheck disable=SC2046 # the arguments are meant to split
+    set -- $(args_for "$name") --db "$conninfo"
+    echo | tee -a "$out"
+    echo "### $name $* (PostgreSQL)" | tee -a "$out"
+    if ! "$build/$name" "$@" 2>&1 | tee -a "$out"; then
+      echo "### $name on PostgreSQL FAILED" | tee -a "$out"
+      failed=1
+    fi
+  done
+  bash "$(dirname "$0")/pgtest.sh" stop "$pgdir"
+else
+  echo "### PostgreSQL benchmarks skipped: no server could be started" |
+    tee -a "$out"
+  failed=1
+fi
+
 echo | tee -a "$out"
 echo "results: $out"
 exit $failed

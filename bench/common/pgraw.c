@@ -18,10 +18,17 @@ static void fail(PGconn *c, const char *what) {
   exit(1);
 }
 
+/* Notices ("schema ... does not exist, skipping") are not results. */
+static void quiet(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 PGconn *pgraw_connect(const char *conninfo) {
   PGconn *c = PQconnectdb(conninfo);
   if (!c || PQstatus(c) != CONNECTION_OK)
     fail(c, "connecting");
+  PQsetNoticeProcessor(c, quiet, NULL);
   /* As engram's own search sessions: compiling the search with JIT costs
    * more than running it. */
   pgraw_exec(c, "SET jit = off");

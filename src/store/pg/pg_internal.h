@@ -347,7 +347,7 @@ struct pg_store {
   /* open */
   store_open_cb open_cb;
   void *open_data;
-  char open_msg[PG_MSG_LEN];
+  char open_msg[PG_MSG_LEN + 192]; /* room for the server and a reason */
 
   /* close */
   store_close_cb close_cb;
