@@ -33,6 +33,7 @@
 
 #include "core/core.h"
 #include "store/pg/pg_cursor.h"
+#include "store/store_walk.h"
 
 #define NBR_CURSOR "eg_n"
 
@@ -64,14 +65,8 @@ typedef struct trav_cursor {
   char start[ENGRAM_ID_LEN + 1];
   uint32_t max_depth;
   char min_strength[32];
-  /* the breadth-first FIFO */
-  char (*ids)[ENGRAM_ID_LEN + 1];
-  uint32_t *depth;
-  size_t n, cap;
+  store_walk walk; /* the breadth-first FIFO and its visited set */
   size_t emit, expand;
-  /* visited: open addressing, slot = FIFO index + 1, 0 = empty */
-  size_t *slots;
-  size_t nslots;
   /* the server side */
   int began;        /* BEGIN queued */
   int nbr_open;     /* the neighbour cursor has rows left */
@@ -85,62 +80,6 @@ typedef struct trav_cursor {
   char *param;       /* its uuid[] literal, alive until its results came */
 } trav_cursor;
 
-static size_t slot_of(const trav_cursor *t, const char *id) {
-  return (size_t)core_hash(id, ENGRAM_ID_LEN) & (t->nslots - 1);
-}
-
-static int visited(const trav_cursor *t, const char *id) {
-  if (!t->nslots)
-    return 0;
-  for (size_t i = slot_of(t, id);; i = (i + 1) & (t->nslots - 1)) {
-    size_t v = t->slots[i];
-    if (v == 0)
-      return 0;
-    if (memcmp(t->ids[v - 1], id, ENGRAM_ID_LEN) == 0)
-      return 1;
-  }
-}
-
-static void slot_put(trav_cursor *t, size_t index) {
-  size_t i = slot_of(t, t->ids[index]);
-  while (t->slots[i])
-    i = (i + 1) & (t->nslots - 1);
-  t->slots[i] = index + 1;
-}
-
-/* Appends a not yet visited id to the FIFO. 0 or ENGRAM_ENOMEM. */
-static int discover(trav_cursor *t, const char *id, uint32_t depth) {
-  if (t->n == t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 64;
-    void *ids = realloc(t->ids, cap * sizeof *t->ids);
-    if (!ids)
-      return ENGRAM_ENOMEM;
-    t->ids = ids;
-    uint32_t *d = realloc(t->depth, cap * sizeof *d);
-    if (!d)
-      return ENGRAM_ENOMEM;
-    t->depth = d;
-    t->cap = cap;
-  }
-  if ((t->n + 1) * 2 > t->nslots) {
-    size_t nslots = t->nslots ? t->nslots * 2 : 128;
-    size_t *slots = calloc(nslots, sizeof *slots);
-    if (!slots)
-      return ENGRAM_ENOMEM;
-    free(t->slots);
-    t->slots = slots;
-    t->nslots = nslots;
-    for (size_t i = 0; i < t->n; i++)
-      slot_put(t, i);
-  }
-  memcpy(t->ids[t->n], id, ENGRAM_ID_LEN);
-  t->ids[t->n][ENGRAM_ID_LEN] = '\0';
-  t->depth[t->n] = depth;
-  slot_put(t, t->n);
-  t->n++;
-  return 0;
-}
-
 /* "{id,id,...}" for ids[from..to), in t->param. 0 or ENGRAM_ENOMEM. */
 static int make_param(trav_cursor *t, size_t from, size_t to) {
   free(t->param);
@@ -150,7 +89,7 @@ static int make_param(trav_cursor *t, size_t from, size_t to) {
   char *p = t->param;
   for (size_t i = from; i < to; i++) {
     *p++ = i == from ? '{' : ',';
-    memcpy(p, t->ids[i], ENGRAM_ID_LEN);
+    memcpy(p, t->walk.ids[i], ENGRAM_ID_LEN);
     p += ENGRAM_ID_LEN;
   }
   *p++ = '}';
@@ -159,7 +98,7 @@ static int make_param(trav_cursor *t, size_t from, size_t to) {
 }
 
 static void queue_rows(trav_cursor *t, size_t want) {
-  size_t to = t->emit + want < t->n ? t->emit + want : t->n;
+  size_t to = t->emit + want < t->walk.n ? t->emit + want : t->walk.n;
   if (make_param(t, t->emit, to) != 0) {
     pg_cursor_fail(&t->c, ENGRAM_ENOMEM, "out of memory walking relationships");
     return;
@@ -183,7 +122,8 @@ static void queue_fetch(trav_cursor *t, size_t chunk) {
 
 static void queue_neighbours(trav_cursor *t, size_t chunk) {
   size_t end = t->expand;
-  while (end < t->n && end - t->expand < chunk && t->depth[end] < t->max_depth)
+  while (end < t->walk.n && end - t->expand < chunk &&
+         t->walk.depth[end] < t->max_depth)
     end++;
   if (make_param(t, t->expand, end) != 0) {
     pg_cursor_fail(&t->c, ENGRAM_ENOMEM, "out of memory walking relationships");
@@ -202,16 +142,16 @@ static void queue_neighbours(trav_cursor *t, size_t chunk) {
 static void trav_queue(pg_cursor *c, size_t want) {
   trav_cursor *t = (trav_cursor *)c;
   size_t chunk = c->st->chunk_rows ? c->st->chunk_rows : 1;
-  if (t->n == 0 && discover(t, t->start, 0) != 0) {
+  if (t->walk.n == 0 && store_walk_add(&t->walk, t->start, 0) != 0) {
     pg_cursor_fail(c, ENGRAM_ENOMEM, "out of memory starting a traversal");
     return;
   }
-  int emit = t->emit < t->n;
+  int emit = t->emit < t->walk.n;
   int fetch = !emit && t->nbr_open;
   /* The FIFO is in depth order: once the next parent is at max_depth,
    * every later one is too. */
-  int expand =
-      !emit && !fetch && t->expand < t->n && t->depth[t->expand] < t->max_depth;
+  int expand = !emit && !fetch && t->expand < t->walk.n &&
+               t->walk.depth[t->expand] < t->max_depth;
   if (!emit && !fetch && !expand) {
     c->at_end = 1;
     return;
@@ -243,7 +183,7 @@ static void rows_result(trav_cursor *t, PGresult *res) {
     }
     if (at == 0)
       start_found = 1;
-    pg_cursor_push_row(c, res, i, 1, 0, t->depth[at]);
+    pg_cursor_push_row(c, res, i, 1, 0, t->walk.depth[at]);
   }
   /* Any other id missing: linked, then deleted since the link was read;
    * nothing to show. */
@@ -261,7 +201,8 @@ static void neighbours_result(trav_cursor *t, PGresult *res) {
     size_t parent = t->expand + (size_t)(ord > 0 ? ord - 1 : 0);
     if (PQgetlength(res, i, 0) != ENGRAM_ID_LEN || parent >= t->batch_end)
       continue;
-    if (!visited(t, id) && discover(t, id, t->depth[parent] + 1) != 0) {
+    if (!store_walk_seen(&t->walk, id) &&
+        store_walk_add(&t->walk, id, t->walk.depth[parent] + 1) != 0) {
       pg_cursor_fail(c, ENGRAM_ENOMEM, "out of memory walking relationships");
       return;
     }
@@ -288,9 +229,7 @@ static void trav_result(pg_cursor *c, unsigned cmd, PGresult *res) {
 
 static void trav_destroy(pg_cursor *c) {
   trav_cursor *t = (trav_cursor *)c;
-  free(t->ids);
-  free(t->depth);
-  free(t->slots);
+  store_walk_free(&t->walk);
   free(t->param);
   free(t->ns);
   free(t);

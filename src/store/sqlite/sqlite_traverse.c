@@ -20,6 +20,7 @@
 
 #include "core/core.h"
 #include "store/sqlite/sqlite_internal.h"
+#include "store/store_walk.h"
 
 typedef struct trav_cursor {
   sqlite_cursor c; /* first */
@@ -27,72 +28,10 @@ typedef struct trav_cursor {
   char start[ENGRAM_ID_LEN + 1];
   uint32_t max_depth;
   double min_strength;
-  /* the breadth-first FIFO */
-  char (*ids)[ENGRAM_ID_LEN + 1];
-  uint32_t *depth;
-  size_t n, cap;
+  store_walk walk; /* the breadth-first FIFO and its visited set */
   size_t emit, expand;
-  /* visited: open addressing, slot = FIFO index + 1, 0 = empty */
-  size_t *slots;
-  size_t nslots;
   sqlite3_stmt *nbr; /* active while expanding ids[expand] */
 } trav_cursor;
-
-static size_t slot_of(const trav_cursor *t, const char *id) {
-  return (size_t)core_hash(id, ENGRAM_ID_LEN) & (t->nslots - 1);
-}
-
-static int visited(const trav_cursor *t, const char *id) {
-  if (!t->nslots)
-    return 0;
-  for (size_t i = slot_of(t, id);; i = (i + 1) & (t->nslots - 1)) {
-    size_t v = t->slots[i];
-    if (v == 0)
-      return 0;
-    if (memcmp(t->ids[v - 1], id, ENGRAM_ID_LEN) == 0)
-      return 1;
-  }
-}
-
-static void slot_put(trav_cursor *t, size_t index) {
-  size_t i = slot_of(t, t->ids[index]);
-  while (t->slots[i])
-    i = (i + 1) & (t->nslots - 1);
-  t->slots[i] = index + 1;
-}
-
-/* Appends a not yet visited id to the FIFO. 0 or ENGRAM_ENOMEM. */
-static int discover(trav_cursor *t, const char *id, uint32_t depth) {
-  if (t->n == t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 64;
-    void *ids = realloc(t->ids, cap * sizeof *t->ids);
-    if (!ids)
-      return ENGRAM_ENOMEM;
-    t->ids = ids;
-    uint32_t *d = realloc(t->depth, cap * sizeof *d);
-    if (!d)
-      return ENGRAM_ENOMEM;
-    t->depth = d;
-    t->cap = cap;
-  }
-  if ((t->n + 1) * 2 > t->nslots) {
-    size_t nslots = t->nslots ? t->nslots * 2 : 128;
-    size_t *slots = calloc(nslots, sizeof *slots);
-    if (!slots)
-      return ENGRAM_ENOMEM;
-    free(t->slots);
-    t->slots = slots;
-    t->nslots = nslots;
-    for (size_t i = 0; i < t->n; i++)
-      slot_put(t, i);
-  }
-  memcpy(t->ids[t->n], id, ENGRAM_ID_LEN);
-  t->ids[t->n][ENGRAM_ID_LEN] = '\0';
-  t->depth[t->n] = depth;
-  slot_put(t, t->n);
-  t->n++;
-  return 0;
-}
 
 /* Reads and pushes the row of ids[emit]. Returns 1 when an item was
  * pushed. */
@@ -106,12 +45,12 @@ static int emit_next(trav_cursor *t) {
     return 0;
   }
   size_t i = t->emit++;
-  sqlite3_bind_text(get, 1, t->ids[i], ENGRAM_ID_LEN, SQLITE_TRANSIENT);
+  sqlite3_bind_text(get, 1, t->walk.ids[i], ENGRAM_ID_LEN, SQLITE_TRANSIENT);
   sqlite3_bind_text(get, 2, t->ns, -1, SQLITE_STATIC);
   rc = sqlite3_step(get);
   int pushed = 0;
   if (rc == SQLITE_ROW) {
-    pushed = sqlite_cursor_push_row(c, get, 0, 0, t->depth[i]);
+    pushed = sqlite_cursor_push_row(c, get, 0, 0, t->walk.depth[i]);
   } else if (rc == SQLITE_DONE) {
     if (i == 0) {
       c->rc = ENGRAM_ENOTFOUND;
@@ -139,7 +78,7 @@ static void expand_step(trav_cursor *t) {
       return;
     }
     /* Transient: discovering may move the FIFO. */
-    sqlite3_bind_text(t->nbr, 1, t->ids[t->expand], ENGRAM_ID_LEN,
+    sqlite3_bind_text(t->nbr, 1, t->walk.ids[t->expand], ENGRAM_ID_LEN,
                       SQLITE_TRANSIENT);
     sqlite3_bind_text(t->nbr, 2, t->ns, -1, SQLITE_STATIC);
     sqlite3_bind_double(t->nbr, 3, t->min_strength);
@@ -148,7 +87,8 @@ static void expand_step(trav_cursor *t) {
   if (rc == SQLITE_ROW) {
     const char *id = (const char *)sqlite3_column_text(t->nbr, 0);
     if (id && sqlite3_column_bytes(t->nbr, 0) == ENGRAM_ID_LEN &&
-        !visited(t, id) && discover(t, id, t->depth[t->expand] + 1) != 0) {
+        !store_walk_seen(&t->walk, id) &&
+        store_walk_add(&t->walk, id, t->walk.depth[t->expand] + 1) != 0) {
       c->rc = ENGRAM_ENOMEM;
       snprintf(c->msg, sizeof c->msg, "out of memory walking relationships");
     }
@@ -164,7 +104,7 @@ static void expand_step(trav_cursor *t) {
 
 static void trav_chunk(sqlite_cursor *c) {
   trav_cursor *t = (trav_cursor *)c;
-  if (t->n == 0 && discover(t, t->start, 0) != 0) {
+  if (t->walk.n == 0 && store_walk_add(&t->walk, t->start, 0) != 0) {
     c->rc = ENGRAM_ENOMEM;
     snprintf(c->msg, sizeof c->msg, "out of memory starting a traversal");
     return;
@@ -177,9 +117,10 @@ static void trav_chunk(sqlite_cursor *c) {
        steps++) {
     if (atomic_load(&c->stop))
       return; /* cancelled: chunk_after ends the cursor */
-    if (t->emit < t->n) {
+    if (t->emit < t->walk.n) {
       emitted += (size_t)emit_next(t);
-    } else if (t->expand < t->n && t->depth[t->expand] < t->max_depth) {
+    } else if (t->expand < t->walk.n &&
+               t->walk.depth[t->expand] < t->max_depth) {
       expand_step(t);
     } else {
       /* Everything found is emitted, and what is left to expand is at
@@ -192,9 +133,7 @@ static void trav_chunk(sqlite_cursor *c) {
 
 static void trav_destroy(sqlite_cursor *c) {
   trav_cursor *t = (trav_cursor *)c;
-  free(t->ids);
-  free(t->depth);
-  free(t->slots);
+  store_walk_free(&t->walk);
   free(t->ns);
   free(t);
 }
