@@ -46,4 +46,16 @@ size_t core_tokenize(const char *text, size_t len, core_token_cb cb,
 /* 1 when the lower-case word is an English stop word. */
 int core_is_stopword(const char *tok, size_t len);
 
+/* The words a search looks for in text (search_words.c): the tokens
+ * without stop words, or with them when nothing else is there; at most
+ * CORE_SEARCH_MAX_WORDS. cut is 1 for a token CORE_SEARCH_WORD_CUT bytes or
+ * longer, which core_tokenize may have cut: match it as a prefix. Returns
+ * how many words cb got. */
+#define CORE_SEARCH_MAX_WORDS 256
+#define CORE_SEARCH_WORD_CUT 60
+typedef void (*core_search_word_cb)(const char *word, size_t len, int cut,
+                                    void *data);
+size_t core_search_words(const char *text, size_t len, core_search_word_cb cb,
+                         void *data);
+
 #endif

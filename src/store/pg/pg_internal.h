@@ -66,7 +66,7 @@
 
 /* Words this long may have been cut by core_tokenize: they match as a
  * prefix. */
-#define PG_TOKEN_CUT "60"
+#define PG_TOKEN_CUT "60" /* CORE_SEARCH_WORD_CUT, as SQL text */
 /* Rows of a namespace counted exactly for BM25's N; past that, an
  * estimate. */
 #define PG_COUNT_CAP "20000"

@@ -16,7 +16,8 @@
  *
  * Search takes its words from core_tokenize, like SQLite's backend
  * (sqlite_match.c): stop words are dropped unless nothing else is left,
- * at most SEARCH_MAX_TOKENS words, and a word the tokenizer cut short
+ * at most CORE_SEARCH_MAX_WORDS words (core_search_words, shared with
+ * SQLite), and a word the tokenizer cut short
  * matches as a prefix (pg_search_words, which hybrid search's candidates
  * use too). The words travel as one bound text[] parameter; the server
  * turns each into a query with phraseto_tsquery (plain text: no character
@@ -58,9 +59,6 @@
 #include "core/core.h"
 #include "store/pg/pg_cursor.h"
 
-/* An OR of more words ranks no better. */
-#define SEARCH_MAX_TOKENS 256
-
 #define CURSOR_NAME "eg_c"
 #define DECLARE "DECLARE " CURSOR_NAME " NO SCROLL CURSOR FOR "
 #define TYPE_FILTER(alias) PG_TYPE_FILTER(alias, "$3")
@@ -88,12 +86,11 @@ static const char list_all_first_sql[] =
 /* $1 ns, $2 the words (text[]), $3 the types mask, $4 min_relevance; BM25
  * with SQLite's search parameters (k1 1.2, b 0.75, a word of the metadata
  * counting as one of the content). */
-static const char search_sql[] =
-    DECLARE "WITH " PG_SCORE_CTES("1.2", "0.75", "1")
-    " SELECT " PG_NODE_COLUMNS ", sc.s / (1 + sc.s)"
-    " FROM score sc JOIN memories m ON m.ctid = sc.tid"
-    " WHERE sc.s / (1 + sc.s) >= $4::float8"
-    " ORDER BY sc.s DESC, m.id";
+static const char search_sql[] = DECLARE "WITH " PG_SCORE_CTES(
+    "1.2", "0.75", "1") " SELECT " PG_NODE_COLUMNS ", sc.s / (1 + sc.s)"
+                        " FROM score sc JOIN memories m ON m.ctid = sc.tid"
+                        " WHERE sc.s / (1 + sc.s) >= $4::float8"
+                        " ORDER BY sc.s DESC, m.id";
 const char *const pg_search_sql = search_sql + sizeof DECLARE - 1;
 
 /* JIT compiling this query costs more than running it; notices
@@ -207,61 +204,13 @@ int pg_stream_list(store *base, const store_query *q, engram_stream *s) {
 
 /* --------------------------------------------------------------- words */
 
-/* Code points PostgreSQL's parser does not take for letters (or might
- * not): punctuation, symbols, combining marks, emoji. Generous on purpose:
- * taking a letter for a symbol only keeps stop words in a query. */
-static int symbol_code_point(uint32_t cp) {
-  static const uint32_t ranges[][2] = {
-      {0x0080, 0x00BF}, {0x00D7, 0x00D7},   {0x00F7, 0x00F7},
-      {0x0300, 0x036F}, {0x2000, 0x2BFF},   {0x2E00, 0x2E7F},
-      {0x3000, 0x303F}, {0xFE00, 0xFE6F},   {0xFF00, 0xFF0F},
-      {0xFF1A, 0xFF20}, {0xFF3B, 0xFF40},   {0xFF5B, 0xFF65},
-      {0xFFF0, 0xFFFF}, {0x1F000, 0x1FBFF}, {0xE0000, 0xE01EF},
-  };
-  for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
-    if (cp >= ranges[i][0] && cp <= ranges[i][1])
-      return 1;
-  return 0;
-}
-
-/* 1 when the token (valid UTF-8) holds a character the index keeps. */
-static int indexable(const char *tok, size_t len) {
-  const unsigned char *p = (const unsigned char *)tok;
-  for (size_t i = 0; i < len;) {
-    unsigned b = p[i];
-    if (b < 0x80) {
-      if ((b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') ||
-          (b >= 'A' && b <= 'Z'))
-        return 1;
-      i++;
-      continue;
-    }
-    size_t n = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : 2;
-    if (i + n > len)
-      break;
-    uint32_t cp = b & (n == 4 ? 0x07u : n == 3 ? 0x0Fu : 0x1Fu);
-    for (size_t k = 1; k < n; k++)
-      cp = (cp << 6) | (p[i + k] & 0x3Fu);
-    if (!symbol_code_point(cp))
-      return 1;
-    i += n;
-  }
-  return 0;
-}
-
 /* The words as a PostgreSQL text[] literal: {"w1","w2"}. */
 typedef struct word_array {
   char *buf;
   size_t len, cap;
   size_t words;
-  int keep_stopwords;
   int failed;
 } word_array;
-
-static void count_word(const char *tok, size_t len, void *data) {
-  if (!core_is_stopword(tok, len) && indexable(tok, len))
-    (*(size_t *)data)++;
-}
 
 static int reserve(word_array *a, size_t more) {
   if (a->len + more <= a->cap)
@@ -277,11 +226,10 @@ static int reserve(word_array *a, size_t more) {
   return 1;
 }
 
-static void add_word(const char *tok, size_t len, void *data) {
+static void add_word(const char *tok, size_t len, int cut, void *data) {
   word_array *a = data;
-  if (a->failed || a->words >= SEARCH_MAX_TOKENS)
-    return;
-  if (!a->keep_stopwords && core_is_stopword(tok, len))
+  (void)cut; /* the SQL matches a word of PG_TOKEN_CUT bytes as a prefix */
+  if (a->failed)
     return;
   /* Worst case every byte escaped, plus `,"` `"}` and the NUL. */
   if (!reserve(a, 2 * len + 6)) {
@@ -301,12 +249,9 @@ static void add_word(const char *tok, size_t len, void *data) {
   a->words++;
 }
 
-int pg_search_words(const char *text, size_t len, char **out,
-                    size_t *words) {
-  size_t plain = 0;
-  core_tokenize(text, len, count_word, &plain);
-  word_array a = {.keep_stopwords = plain == 0};
-  core_tokenize(text, len, add_word, &a);
+int pg_search_words(const char *text, size_t len, char **out, size_t *words) {
+  word_array a = {0};
+  core_search_words(text, len, add_word, &a);
   if (!a.failed && !reserve(&a, 3))
     a.failed = 1;
   if (a.failed) {
@@ -356,3 +301,6 @@ int pg_stream_search(store *base, const store_query *q, engram_stream *s) {
   pg_cursor_attach(&qc->c, st, s, &query_kind);
   return 0;
 }
+
+_Static_assert(CORE_SEARCH_WORD_CUT == 60,
+               "PG_TOKEN_CUT must be CORE_SEARCH_WORD_CUT");
