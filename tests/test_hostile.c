@@ -197,6 +197,42 @@ static void test_invalid_utf8_refused(void **state) {
   tu_close(eg);
 }
 
+/* The validator reads ASCII 8 bytes at a time: every bad sequence (and a
+ * NUL) must be caught at every offset and word alignment, inside runs of
+ * ASCII long enough for the fast path on both sides. */
+static void test_utf8_every_offset(void **state) {
+  (void)state;
+  static const struct {
+    const char *seq;
+    size_t len;
+  } bad[] = {{"\xff", 1},
+             {"\xc3", 1},
+             {"\xc0\xaf", 2},
+             {"\xed\xa0\x80", 3},
+             {"\xf4\x90\x80\x80", 4},
+             {"\x80", 1},
+             {"\0", 1}};
+  char buf[64];
+  memset(buf, 'a', sizeof buf);
+  assert_true(core_utf8_valid(buf, sizeof buf));
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    for (size_t at = 0; at + bad[i].len <= 40; at++) {
+      memset(buf, 'a', sizeof buf);
+      memcpy(buf + at, bad[i].seq, bad[i].len);
+      for (size_t start = 0; start < 8 && start <= at; start++)
+        assert_false(core_utf8_valid(buf + start, sizeof buf - start));
+    }
+  /* Good multi-byte characters at every offset stay valid. */
+  static const char *const good[] = {"\xc3\xa9", "\xe2\x82\xac",
+                                     "\xf0\x9f\x98\x80"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+    for (size_t at = 0; at + strlen(good[i]) <= 40; at++) {
+      memset(buf, 'a', sizeof buf);
+      memcpy(buf + at, good[i], strlen(good[i]));
+      assert_true(core_utf8_valid(buf, sizeof buf));
+    }
+}
+
 static void test_empty_and_stopwords(void **state) {
   (void)state;
   engram *eg = tu_open(tu_db_path("hostile-empty"), NULL);
@@ -368,6 +404,7 @@ int main(void) {
       cmocka_unit_test(test_syntax_is_data),
       cmocka_unit_test(test_operators_are_not_applied),
       cmocka_unit_test(test_invalid_utf8_refused),
+      cmocka_unit_test(test_utf8_every_offset),
       cmocka_unit_test(test_empty_and_stopwords),
       cmocka_unit_test(test_long_input),
       cmocka_unit_test(test_fuzz),
