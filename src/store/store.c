@@ -1,8 +1,10 @@
 /*
  * store.c — what every backend shares: the statistics of group commits,
- * telling which backend a --db value names, and freeing a candidates set.
+ * marking a failed batch, telling which backend a --db value names, and
+ * freeing what reads return.
  */
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,4 +50,45 @@ void store_candidates_free(store_candidates *c) {
   free(c->hit);
   free(c->adjacent);
   free(c);
+}
+
+void store_batch_fail(store_batch *b, int code, const char *why) {
+  size_t first = b->n;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->ops[i].status != 0) {
+      first = i;
+      break;
+    }
+  b->status = first < b->n ? b->ops[first].status : code;
+  for (size_t i = 0; i < b->n; i++) {
+    engram_op *op = &b->ops[i];
+    if (i == first)
+      continue;
+    op->deduplicated = 0;
+    if (first < b->n) {
+      op->status = ENGRAM_ECANCELED;
+      snprintf(op->message, sizeof op->message,
+               "not written: op %zu of the same batch failed", first);
+    } else {
+      op->status = code;
+      snprintf(op->message, sizeof op->message, "%s", why);
+    }
+  }
+}
+
+void store_history_free(engram_history_entry *entries, size_t n) {
+  for (size_t i = 0; entries && i < n; i++) {
+    free((char *)entries[i].old_content);
+    free((char *)entries[i].new_content);
+  }
+  free(entries);
+}
+
+void store_rels_free(engram_rel *rels, size_t n) {
+  for (size_t i = 0; rels && i < n; i++) {
+    free((char *)rels[i].source);
+    free((char *)rels[i].target);
+    free((char *)rels[i].kind);
+  }
+  free(rels);
 }

@@ -31,27 +31,28 @@ typedef struct store_batch store_batch;
 struct store_batch {
   engram_op *ops;
   size_t n;
-  uint64_t *content_hash; /* per op: XXH3 of content (ADD, UPDATE with content) */
-  int64_t at_ms;          /* the batch's timestamp */
-  int status;             /* set by the backend: 0 or the first op's error */
+  uint64_t
+      *content_hash; /* per op: XXH3 of content (ADD, UPDATE with content) */
+  int64_t at_ms;     /* the batch's timestamp */
+  int status;        /* set by the backend: 0 or the first op's error */
   void (*done)(store_batch *b); /* called by the backend, on the loop, once
                                    the batch committed or failed */
   void *data;
-  store_batch *next;      /* for the backend's queue */
+  store_batch *next; /* for the backend's queue */
 };
 
 /* A read query, owned by the caller until the stream's producer is attached
  * (the backend copies what it keeps). */
 typedef struct store_query {
-  const char *ns;     /* NULL (list only): all namespaces */
-  const char *text;   /* search: valid UTF-8, NUL-terminated */
+  const char *ns;   /* NULL (list only): all namespaces */
+  const char *text; /* search: valid UTF-8, NUL-terminated */
   size_t text_len;
-  unsigned types;     /* bitmask of 1u << engram_type; 0: all */
-  const char *after;  /* list: cursor id or NULL */
+  unsigned types;    /* bitmask of 1u << engram_type; 0: all */
+  const char *after; /* list: cursor id or NULL */
   double min_relevance;
-  uint32_t max_depth;     /* traverse */
-  double min_strength;    /* traverse */
-  const char *start_id;   /* traverse */
+  uint32_t max_depth;   /* traverse */
+  double min_strength;  /* traverse */
+  const char *start_id; /* traverse */
 } store_query;
 
 /* Hybrid search's first step (src/search/hybrid.c): the best lexical
@@ -62,11 +63,11 @@ typedef struct store_candidates_query {
   const char *ns;   /* required */
   const char *text; /* valid UTF-8, NUL-terminated */
   size_t text_len;
-  unsigned types;   /* bitmask of 1u << engram_type; 0: all. Applies to the
-                       matches and to their neighbours alike */
-  size_t limit;     /* lexical matches, best first: at most this many */
-  size_t window;    /* neighbours taken before and after each match */
-  double k1, b;     /* BM25 parameters */
+  unsigned types;     /* bitmask of 1u << engram_type; 0: all. Applies to the
+                         matches and to their neighbours alike */
+  size_t limit;       /* lexical matches, best first: at most this many */
+  size_t window;      /* neighbours taken before and after each match */
+  double k1, b;       /* BM25 parameters */
   double meta_weight; /* a word found in the metadata values counts this
                          much against one found in the content */
 } store_candidates_query;
@@ -93,8 +94,7 @@ void store_candidates_free(store_candidates *c);
  * (set NULL), or with ENGRAM_ECANCELED after a cancel. */
 typedef struct store_candidates_req store_candidates_req;
 typedef void (*store_candidates_cb)(store_candidates_req *req, int status,
-                                    const char *message,
-                                    store_candidates *set);
+                                    const char *message, store_candidates *set);
 struct store_candidates_req {
   store_candidates_cb cb;
   void *data;
@@ -149,6 +149,14 @@ struct store {
 
 /* Counts one group commit of ops writes in the store's statistics. */
 void store_count_group(store *st, uint64_t ops);
+/* Marks batch b failed: its first op with a status keeps its own status
+ * and message and becomes the batch's; every other op says it was not
+ * written because of that op, or, when no op failed, gets code and why. */
+void store_batch_fail(store_batch *b, int code, const char *why);
+/* Free n history entries / relationships a backend built for a read
+ * callback (the strings and the array). */
+void store_history_free(engram_history_entry *entries, size_t n);
+void store_rels_free(engram_rel *rels, size_t n);
 
 /* Backends. */
 store *store_sqlite_new(rt *r, const engram_options *opts);

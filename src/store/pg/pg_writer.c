@@ -415,37 +415,11 @@ static void queue_op(pg_write_group *g, store_batch *b, size_t i) {
 
 /* ------------------------------------------------------------- outcomes */
 
-/* Marks a batch failed: the failing op (if any) keeps its own status and
- * message, every other op says that it was not written and why. */
-static void fail_batch(store_batch *b, int code, const char *why) {
-  size_t first = b->n;
-  for (size_t i = 0; i < b->n; i++)
-    if (b->ops[i].status != 0) {
-      first = i;
-      break;
-    }
-  b->status = first < b->n ? b->ops[first].status : code;
-  for (size_t i = 0; i < b->n; i++) {
-    engram_op *op = &b->ops[i];
-    if (i == first)
-      continue;
-    op->deduplicated = 0;
-    if (first < b->n) {
-      op->status = ENGRAM_ECANCELED;
-      snprintf(op->message, sizeof op->message,
-               "not written: op %zu of the same batch failed", first);
-    } else {
-      op->status = code;
-      snprintf(op->message, sizeof op->message, "%s", why);
-    }
-  }
-}
-
 static void fail_all(store_batch *list, int code, const char *why) {
   for (store_batch *b = list; b; b = b->next) {
     for (size_t i = 0; i < b->n; i++)
       b->ops[i].status = 0;
-    fail_batch(b, code, why);
+    store_batch_fail(b, code, why);
   }
 }
 
@@ -590,7 +564,7 @@ static store_batch *group_rolled_back(pg_store *st, store_batch *list) {
     for (size_t i = 0; i < failed->n; i++)
       failed->ops[i].status = 0;
     failed->ops[c->op].status = code;
-    fail_batch(failed, code, "");
+    store_batch_fail(failed, code, "");
     requeue(st, others);
     return failed;
   }

@@ -168,17 +168,8 @@ static void read_run(rt_work *w) {
 
 static void read_free(read_req *r) {
   engram_node_free(r->node);
-  for (size_t i = 0; r->entries && i < r->n; i++) {
-    free((char *)r->entries[i].old_content);
-    free((char *)r->entries[i].new_content);
-  }
-  for (size_t i = 0; r->rels && i < r->n; i++) {
-    free((char *)r->rels[i].source);
-    free((char *)r->rels[i].target);
-    free((char *)r->rels[i].kind);
-  }
-  free(r->entries);
-  free(r->rels);
+  store_history_free(r->entries, r->n);
+  store_rels_free(r->rels, r->n);
   free(r->ns);
   free(r);
 }

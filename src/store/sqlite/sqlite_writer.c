@@ -434,32 +434,6 @@ static int apply_batch(sqlite_store *st, store_batch *b) {
   return 0;
 }
 
-/* Marks a batch failed: the failing op keeps its own status and message,
- * every other op says that it was not written and why. */
-static void fail_batch(store_batch *b, int code, const char *why) {
-  size_t first = b->n;
-  for (size_t i = 0; i < b->n; i++)
-    if (b->ops[i].status != 0) {
-      first = i;
-      break;
-    }
-  b->status = first < b->n ? b->ops[first].status : code;
-  for (size_t i = 0; i < b->n; i++) {
-    engram_op *op = &b->ops[i];
-    if (i == first)
-      continue;
-    op->deduplicated = 0;
-    if (first < b->n) {
-      op->status = ENGRAM_ECANCELED;
-      snprintf(op->message, sizeof op->message,
-               "not written: op %zu of the same batch failed", first);
-    } else {
-      op->status = code;
-      snprintf(op->message, sizeof op->message, "%s", why);
-    }
-  }
-}
-
 static void group_run(rt_work *w) {
   write_group *g = SQ_CONTAINER(w, write_group, work);
   sqlite_store *st = g->st;
@@ -477,7 +451,7 @@ static void group_run(rt_work *w) {
     int code = sqlite_fail(db, rc, "cannot start a write transaction", why,
                            sizeof why);
     for (store_batch *b = g->batches; b; b = b->next)
-      fail_batch(b, code, why);
+      store_batch_fail(b, code, why);
     return;
   }
   int lost = 0; /* SQLite rolled the whole transaction back */
@@ -503,7 +477,7 @@ static void group_run(rt_work *w) {
       lost = 1;
       break;
     } else {
-      fail_batch(b, code, "");
+      store_batch_fail(b, code, "");
       rc = sqlite3_exec(db, "ROLLBACK TO batch", NULL, NULL, NULL);
       if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "RELEASE batch", NULL, NULL, NULL);
@@ -531,7 +505,7 @@ static void group_run(rt_work *w) {
     for (store_batch *b = g->batches; b; b = b->next) {
       for (size_t i = 0; i < b->n; i++)
         b->ops[i].status = 0; /* the batch's own failure no longer matters */
-      fail_batch(b, lost_code, why);
+      store_batch_fail(b, lost_code, why);
     }
   }
   for (int k = 0; k < WS_COUNT; k++)
@@ -550,7 +524,7 @@ static void group_after(rt_work *w, int status) {
   st->writing = 0;
   if (status != 0) {
     for (store_batch *b = done; b; b = b->next)
-      fail_batch(b, ENGRAM_ECANCELED, "the write was cancelled");
+      store_batch_fail(b, ENGRAM_ECANCELED, "the write was cancelled");
   } else if (g->committed) {
     uint64_t ops = 0;
     for (store_batch *b = done; b; b = b->next)
