@@ -503,15 +503,49 @@ static void test_cancel(void **state) {
   stu_coll_free(&c);
 }
 
-/* The hybrid strategy over the delay store (a decorator) still works. */
+/* The hybrid strategy over the delay store (a decorator): its candidates
+ * are held for the delay, like a stream item; a deadline or a cancel
+ * during the delay ends the search at once. */
 static void test_through_decorator(void **state) {
   (void)state;
-  engram *eg = tu_open_delayed(tu_db_path("hybrid-delay"), NULL, 1);
+  engram *eg = tu_open_delayed(tu_db_path("hybrid-delay"), NULL, 300);
   add_md(eg, NS, "one two three", NULL, NULL);
+  uv_loop_t *loop = engram_loop(eg);
   stu_coll c;
+  uv_update_time(loop);
+  uint64_t t0 = uv_now(loop);
   assert_int_equal(hybrid(eg, "two", NULL, &c), 0);
   assert_int_equal(c.n, 1);
+  uv_update_time(loop);
+  assert_true(uv_now(loop) - t0 >= 300); /* the delay was felt */
   stu_coll_free(&c);
+
+  engram_query q = {
+      .ns = NS, .text = "two", .strategy = ENGRAM_STRATEGY_HYBRID};
+  for (int k = 0; k < 2; k++) {
+    stu_coll_init(&c, eg, 10);
+    engram_stream_cbs cbs = stu_cbs(&c);
+    assert_int_equal(engram_search(eg, &q, &cbs, &c.s), 0);
+    c.requested = 10;
+    assert_int_equal(engram_stream_request(c.s, 10), 0);
+    uv_update_time(loop);
+    t0 = uv_now(loop);
+    if (k == 0) {
+      assert_int_equal(engram_stream_set_deadline(c.s, 50), 0);
+    } else {
+      /* the candidates are in (or nearly): cancel inside the delay */
+      uv_run(loop, UV_RUN_NOWAIT);
+      engram_stream_cancel(c.s);
+    }
+    tu_run_until(eg, &c.done);
+    uv_update_time(loop);
+    assert_true(c.done);
+    assert_int_equal(c.status, k == 0 ? ENGRAM_ETIMEDOUT : ENGRAM_ECANCELED);
+    assert_int_equal(c.n, 0);
+    assert_true(uv_now(loop) - t0 < 250); /* not after the whole delay */
+    stu_coll_free(&c);
+  }
+  assert_int_equal(stu_stats(eg).streams_open, 0);
   tu_close(eg);
 }
 

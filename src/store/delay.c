@@ -4,13 +4,15 @@
  * like one with I/O latency (a remote server, a cold disk) so that deadlines
  * and cancellation can be exercised for real.
  *
- * Writes and one-shot reads pass straight through. A stream of the delay
+ * Writes and one-shot reads pass straight through; hybrid search's
+ * candidates are held for the delay as one item. A stream of the delay
  * store wraps a stream of the inner store: it asks the inner stream for one
  * item at a time, holds it for the delay on a timer (no thread), then
  * delivers it. Cancelling the outer stream cancels the inner one, so the
  * inner query stops as it would without the decorator.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "store/store.h"
 
@@ -98,7 +100,9 @@ static void delayed_cancel(engram_stream *s, void *impl) {
     stream_finish(s, ENGRAM_ECANCELED);
 }
 
-static void free_on_close(uv_handle_t *h) { free(h->data); }
+static void free_on_close(uv_handle_t *h) {
+  free(h->data);
+}
 
 static void delayed_destroy(void *impl) {
   delayed *d = impl;
@@ -205,23 +209,101 @@ static int d_relationships(store *st, const char *ns, const char *id,
   return ds->inner->ops->relationships(ds->inner, ns, id, cb, data);
 }
 
-/* Candidates pass through undelayed: the delay is for stream items. */
+/* Candidates are one round trip to the store: the answer is held for the
+ * delay, like a stream item, so hybrid search meets the same latency as
+ * lexical search does here. A cancel reaches the inner store while it
+ * works, or cuts the delay short; the answer then says ENGRAM_ECANCELED. */
+typedef struct delayed_cands {
+  delay_store *ds;
+  store_candidates_req inner; /* this store's request to the inner one */
+  store_candidates_req *outer;
+  int status;
+  char *msg;
+  store_candidates *set;
+  int answered; /* the inner answer is in; the timer holds it */
+  int cancelled;
+  uv_timer_t timer;
+} delayed_cands;
+
+static void cands_closed(uv_handle_t *h) {
+  delayed_cands *dc = h->data;
+  free(dc->msg);
+  free(dc);
+}
+
+static void cands_deliver(uv_timer_t *t) {
+  delayed_cands *dc = t->data;
+  if (dc->cancelled && dc->status == 0) {
+    store_candidates_free(dc->set);
+    dc->set = NULL;
+    dc->status = ENGRAM_ECANCELED;
+  }
+  store_candidates_req *outer = dc->outer;
+  outer->impl = NULL;
+  outer->cb(outer, dc->status, dc->msg, dc->set); /* the set is the caller's */
+  uv_close((uv_handle_t *)&dc->timer, cands_closed);
+}
+
+static void cands_answered(store_candidates_req *req, int status,
+                           const char *message, store_candidates *set) {
+  delayed_cands *dc = req->data;
+  dc->answered = 1;
+  dc->status = status;
+  dc->msg = message ? strdup(message) : NULL;
+  dc->set = set;
+  uv_timer_start(&dc->timer, cands_deliver,
+                 dc->cancelled ? 0 : dc->ds->delay_ms, 0);
+}
+
 static int d_candidates(store *st, const store_candidates_query *q,
                         store_candidates_req *req) {
   delay_store *ds = (delay_store *)st;
   if (!ds->inner->ops->candidates)
     return ENGRAM_EINVAL;
-  return ds->inner->ops->candidates(ds->inner, q, req);
+  delayed_cands *dc = calloc(1, sizeof *dc);
+  if (!dc)
+    return ENGRAM_ENOMEM;
+  dc->ds = ds;
+  dc->outer = req;
+  dc->inner.cb = cands_answered;
+  dc->inner.data = dc;
+  int rc = ds->inner->ops->candidates(ds->inner, q, &dc->inner);
+  if (rc != 0) {
+    free(dc);
+    return rc;
+  }
+  uv_timer_init(ds->head.rt->loop, &dc->timer);
+  dc->timer.data = dc;
+  req->impl = dc;
+  return 0;
 }
+
 static void d_candidates_cancel(store *st, store_candidates_req *req) {
   delay_store *ds = (delay_store *)st;
-  ds->inner->ops->candidates_cancel(ds->inner, req);
+  delayed_cands *dc = req->impl;
+  if (!dc || dc->cancelled)
+    return;
+  dc->cancelled = 1;
+  if (dc->answered)
+    uv_timer_start(&dc->timer, cands_deliver, 0, 0); /* never inside cancel */
+  else
+    ds->inner->ops->candidates_cancel(ds->inner, &dc->inner);
 }
 
 static const store_ops delay_ops = {
-    "delay",  d_open,          d_close,  d_destroy, d_write,
-    d_get,    d_history,       d_relationships,     d_search,
-    d_list,   d_traverse,      d_candidates,        d_candidates_cancel,
+    "delay",
+    d_open,
+    d_close,
+    d_destroy,
+    d_write,
+    d_get,
+    d_history,
+    d_relationships,
+    d_search,
+    d_list,
+    d_traverse,
+    d_candidates,
+    d_candidates_cancel,
 };
 
 store *store_delay_new(store *inner, uint64_t delay_ms) {
