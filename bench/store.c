@@ -106,6 +106,7 @@ typedef struct config {
   int keep;
   engram_durability durability;
   const char *db; /* a PostgreSQL conninfo: benchmark that backend */
+  const char *embedder; /* --embedder: engram's; "none" by default */
 } config;
 
 typedef struct dataset {
@@ -238,6 +239,9 @@ static engram *engram_start(const config *cfg, const char *path) {
   engram_options_init(&opts);
   opts.db = path;
   opts.durability = cfg->durability;
+  char why[200];
+  if (engram_embedder_parse(cfg->embedder, &opts.embedder, why, sizeof why))
+    die("--embedder: %s", why);
   engram *eg;
   if (engram_init(&eg, NULL, &opts) != 0)
     die("engram_init failed");
@@ -923,6 +927,9 @@ static void usage(FILE *f) {
           "  --dir DIR         where the database files go (default "
           "$ENGRAM_BENCH_TMP, else $TMPDIR, else /tmp)\n"
           "  --keep            keep the database files\n"
+          "  --embedder E      engram's embedder (none, hashed, hashed:DIM);\n"
+          "                    default none: the raw side computes no\n"
+          "                    vectors either, so both do the same work\n"
           "  --db CONNINFO     benchmark the PostgreSQL backend on that server\n"
           "                    (postgres://... or key=value) against raw libpq\n"
           "                    running the same statements; each run works in\n"
@@ -962,6 +969,7 @@ static void parse_args(int argc, char **argv, config *cfg) {
       {"dir", required_argument, NULL, 'd'},
       {"keep", no_argument, NULL, 'K'},
       {"db", required_argument, NULL, 'P'},
+      {"embedder", required_argument, NULL, 'E'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -975,7 +983,8 @@ static void parse_args(int argc, char **argv, config *cfg) {
                   .batch = 256,
                   .inflight = 8,
                   .runs = 1,
-                  .durability = ENGRAM_DURABILITY_NORMAL};
+                  .durability = ENGRAM_DURABILITY_NORMAL,
+                  .embedder = "none"};
   int c;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
@@ -1028,6 +1037,9 @@ static void parse_args(int argc, char **argv, config *cfg) {
     case 'K':
       cfg->keep = 1;
       break;
+    case 'E':
+      cfg->embedder = optarg;
+      break;
     case 'P':
       if (!store_db_is_pg(optarg))
         die("--db takes a PostgreSQL connection string or URI (the SQLite "
@@ -1064,11 +1076,12 @@ int main(int argc, char **argv) {
            PQlibVersion());
   printf("bench_store: engram %s, SQLite %s, seed %llu, vocabulary %zu, "
          "%zu queries (top %d, concurrency 1, %zu warm-up), batches of %zu "
-         "x %zu in flight, durability %s, %u run(s) per size, files in %s\n",
+         "x %zu in flight, durability %s, embedder %s, %u run(s) per size, "
+         "files in %s\n",
          ENGRAM_VERSION, sqlite3_libversion(), (unsigned long long)cfg.seed,
          cfg.vocab, cfg.queries, TOP, cfg.warmup, cfg.batch, cfg.inflight,
-         cfg.durability == ENGRAM_DURABILITY_FULL ? "full" : "normal", cfg.runs,
-         cfg.dir);
+         cfg.durability == ENGRAM_DURABILITY_FULL ? "full" : "normal",
+         cfg.embedder, cfg.runs, cfg.dir);
 
   corpus *c = corpus_new(cfg.seed, cfg.vocab);
   if (!c)

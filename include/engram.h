@@ -53,6 +53,8 @@ enum {
   ENGRAM_EJSON = -12,     /* metadata is not a JSON object */
   ENGRAM_ECORRUPT = -13,  /* the file is not an engram database */
   ENGRAM_EBUSY = -14,     /* the storage is locked by someone else */
+  ENGRAM_EEMBEDDER = -15, /* the database's vectors are another embedder's
+                             (see engram_reembed) */
 };
 
 /* A sentence explaining code; never NULL. */
@@ -94,6 +96,8 @@ typedef struct engram_node {
   const char *metadata; /* a JSON object's text; "{}" when none */
   const float *embedding; /* NULL when none */
   uint32_t embedding_dim;
+  const char *embedder; /* what made embedding ("hashed-v1", "http:MODEL",
+                           "client"); NULL when there is none */
   /* Result-only fields: */
   double relevance; /* search: [0,1], higher is more relevant; else 0 */
   uint32_t depth;   /* traversal: hops from the start node; else 0 */
@@ -116,6 +120,40 @@ typedef enum engram_durability {
   ENGRAM_DURABILITY_FULL = 1,   /* ... and a power loss (fsync per commit) */
 } engram_durability;
 
+/* Which embedder turns memories and queries into vectors
+ * (docs/retrieval.md). Vectors are computed when a memory is written
+ * (ADD, and UPDATE of the content) and stored with it, with the embedder's
+ * name and dimension; the database records the one its vectors come from
+ * and refuses to mix in another's (ENGRAM_EEMBEDDER) until engram_reembed()
+ * has switched it. */
+typedef enum engram_embedder_kind {
+  ENGRAM_EMBEDDER_HASHED = 0, /* built in: hashed n-grams, no model; the
+                                 default */
+  ENGRAM_EMBEDDER_NONE = 1,   /* no vectors computed (yours are kept) */
+  ENGRAM_EMBEDDER_HTTP = 2,   /* an OpenAI-compatible /v1/embeddings server */
+} engram_embedder_kind;
+
+typedef struct engram_embedder_options {
+  engram_embedder_kind kind;
+  unsigned dim;          /* hashed: 16..65536, 0: 384; http: 0: the
+                            server's (learned from its first answer) */
+  const char *url;       /* http: the server's root, "http://host:port" */
+  const char *model;     /* http: the "model" field */
+  size_t model_len;      /* bytes of model; 0: strlen(model) */
+  const char *api_key;   /* http: sent as a Bearer token; NULL: none */
+  unsigned batch;        /* http: texts per request; 0: 32 */
+  unsigned concurrency;  /* http: requests in flight; 0: 4 */
+  uint64_t timeout_ms;   /* http: per attempt; 0: 30000 */
+  unsigned retries;      /* http: retries of 429/5xx/timeouts; 0: none */
+} engram_embedder_options;
+
+/* Parses a command-line style spec: "hashed", "hashed:DIM", "none", or
+ * "http:MODEL@URL" (e.g. "http:nomic-embed-text@http://127.0.0.1:11434").
+ * The strings of out point into spec. 0, or ENGRAM_EINVAL with a message
+ * in msg (may be NULL). */
+int engram_embedder_parse(const char *spec, engram_embedder_options *out,
+                          char *msg, size_t msglen);
+
 typedef struct engram_options {
   const char *db;            /* path of the SQLite file, or a PostgreSQL
                                 connection string/URI ("postgres://...",
@@ -127,6 +165,7 @@ typedef struct engram_options {
                                 (PostgreSQL) */
   unsigned write_batch_max;  /* writes per group commit; 0: 1024 */
   unsigned chunk_rows;       /* rows a stream reads per thread-pool task; 0: 64 */
+  engram_embedder_options embedder; /* zero: the hashed embedder, dim 384 */
 } engram_options;
 
 /* Fills opts with the defaults (all zero / NULL). */
@@ -204,8 +243,15 @@ typedef struct engram_op {
   size_t content_len;  /* 0: strlen(content) */
   double importance;   /* used when set has ENGRAM_SET_IMPORTANCE; ADD default 0.5 */
   const char *metadata; /* JSON object text; NULL: "{}" (ADD) */
+  /* Your own vector. With an embedder configured (the default), engram
+   * computes every vector itself, and one given here is accepted only when
+   * `embedder` names the configured embedder and the dimension matches
+   * (a restored backup); with ENGRAM_EMBEDDER_NONE it is stored as given,
+   * under `embedder` (NULL: "client"). UPDATE: with ENGRAM_SET_EMBEDDING,
+   * embedding NULL removes the vector. */
   const float *embedding;
   uint32_t embedding_dim;
+  const char *embedder;
   unsigned set;   /* ENGRAM_SET_* */
   int dedup;      /* ADD: same content in ns returns the existing memory */
   /* LINK, UNLINK */
@@ -232,6 +278,32 @@ typedef void (*engram_write_cb)(int status, engram_op *ops, size_t n,
  * op's status and message in the caller's array, and queues nothing. */
 int engram_write(engram *eg, engram_op *ops, size_t n, engram_write_cb cb,
                  void *data);
+
+/* The embedder of this handle: its name ("hashed-v1", "http:MODEL") and
+ * dimension (0 for an HTTP embedder that has not answered yet); NULL and 0
+ * with ENGRAM_EMBEDDER_NONE. */
+const char *engram_embedder_name(engram *eg, uint32_t *dim);
+
+/* Progress and end of engram_reembed: done is 0 while it runs (called
+ * after each committed batch), 1 once, at the end, with status 0 or the
+ * error that stopped it (message says what). */
+typedef struct engram_reembed_progress {
+  int done;
+  int status;
+  const char *message;
+  uint64_t scanned;   /* memories looked at */
+  uint64_t reembedded; /* memories given a vector of this embedder */
+} engram_reembed_progress;
+typedef void (*engram_reembed_cb)(const engram_reembed_progress *p,
+                                  void *data);
+
+/* Switches the database to this handle's embedder and gives every memory
+ * (all namespaces) a vector from it, in batches (each committed before the
+ * next is read). Memories whose vector is already this embedder's are
+ * left alone, so an interrupted run resumes where it stopped. While it
+ * runs, vector search sees only the memories already done. ENGRAM_EINVAL
+ * with ENGRAM_EMBEDDER_NONE; ENGRAM_EBUSY when one is already running. */
+int engram_reembed(engram *eg, engram_reembed_cb cb, void *data);
 
 /* ------------------------------------------------------------------ reads */
 
@@ -313,13 +385,15 @@ typedef enum engram_strategy {
   ENGRAM_STRATEGY_HYBRID = 2,  /* BM25 matches, the conversation around
                                   them (neighbours, session, speaker),
                                   optional vector fusion, importance, decay */
+  ENGRAM_STRATEGY_VECTOR = 3,  /* cosine similarity of the embedder's
+                                  vectors alone */
 } engram_strategy;
 
-/* The "engram_strategy" of a name ("lexical", "hybrid"); 0 or
+/* The "engram_strategy" of a name ("lexical", "hybrid", "vector"); 0 or
  * ENGRAM_EINVAL. */
 int engram_strategy_parse(const char *name, engram_strategy *out);
-/* "lexical", "hybrid"; "default" for ENGRAM_STRATEGY_DEFAULT; NULL when
- * out of range. */
+/* "lexical", "hybrid", "vector"; "default" for ENGRAM_STRATEGY_DEFAULT;
+ * NULL when out of range. */
 const char *engram_strategy_name(engram_strategy strategy);
 
 /* The weights of hybrid search. Call engram_search_options_init() for the
@@ -327,6 +401,10 @@ const char *engram_strategy_name(engram_strategy strategy);
  * you want; every field is checked when a search starts (ENGRAM_EINVAL). */
 typedef struct engram_search_options {
   unsigned candidates;     /* lexical matches ranked: 100 (1..1000) */
+  unsigned max_scored;     /* matches scored at most per search, the newest
+                              kept when the query's rarest words match more:
+                              2048 (100..10000000; docs/retrieval.md,
+                              "Scale") */
   unsigned window;         /* neighbours taken each side of a match: 2
                               (0..16) */
   double k1, b;            /* BM25: 0.6, 0.3 (k1 in [0,100], b in [0,1]) */
@@ -373,9 +451,11 @@ typedef struct engram_query {
 
 /* Ranked content search, relevance in [0,1], best first. Lexical (the
  * default): BM25 over each memory's content. Hybrid: see engram_strategy
- * and engram_search_options; refused (ENGRAM_EINVAL) on a backend that does
- * not have it yet (PostgreSQL). Text with no searchable word gives an empty
- * stream; invalid UTF-8 is ENGRAM_EUTF8. */
+ * and engram_search_options. Vector: cosine similarity between the query's
+ * and the memories' vectors (ENGRAM_EINVAL without an embedder,
+ * ENGRAM_EEMBEDDER when the database's vectors are another embedder's).
+ * Text with no searchable word gives an empty stream; invalid UTF-8 is
+ * ENGRAM_EUTF8. */
 int engram_search(engram *eg, const engram_query *q,
                   const engram_stream_cbs *cbs, engram_stream **out);
 

@@ -5,7 +5,9 @@
 # defaults plus the arguments below; everything printed goes to the
 # terminal and to BUILD_DIR/bench-results.txt. ENGRAM_BENCH_TMP names
 # BUILD_DIR/bench-tmp, where the benchmarks put their database files (and
-# remove them). A benchmark that fails (wrong answers, a crash) makes the
+# remove them; bench_search keeps its large files there for the next run).
+# ENGRAM_BENCH_1M=1 adds bench_search's 1,000,000-memory size (~15 min).
+# A benchmark that fails (wrong answers, a crash) makes the
 # script exit non-zero after the others have run; a missed performance
 # target is a result, printed in its RATIOS section, not a failure.
 set -uo pipefail
@@ -64,6 +66,18 @@ args_for() {
     # 120 s at 10,000; --reps 3 gives the medians of docs/benchmarks.md.
     bench_starvation) echo "--reps 1" ;;
     bench_context) echo "--runs 3" ;;
+    # 100,000 memories: about 10 s to write the file once (kept in
+    # bench-tmp and reused by later runs), 1-2 min of questions. The
+    # 1,000,000 file takes ~3 min to write and its questions ~10 min (the
+    # naive query and lexical search rank every match): ENGRAM_BENCH_1M=1
+    # adds it.
+    bench_search)
+      if [ "${ENGRAM_BENCH_1M:-0}" = 1 ]; then
+        echo "--sizes 100000,1000000 --runs 3"
+      else
+        echo "--sizes 100000 --runs 3"
+      fi
+      ;;
     *) ;;
   esac
 }

@@ -17,27 +17,11 @@
 #include "core/core.h"
 #include "rt/rt.h"
 #include "rt/stream.h"
+#include "search/embed_http.h"
 #include "search/hybrid.h"
+#include "search/vector_index.h"
 #include "store/store.h"
 #include "engram_internal.h"
-
-enum { H_NEW, H_OPENING, H_OPEN, H_CLOSING, H_CLOSED };
-
-struct engram {
-  uv_loop_t *loop;
-  uv_loop_t own_loop;
-  int owns_loop;
-  int state;
-  engram_options opts;
-  char *db;
-  rt rt;
-  store *st;   /* the top of the store stack: what operations go to */
-  store *base; /* the real backend: where statistics come from */
-  engram_open_cb open_cb;
-  void *open_data;
-  engram_close_cb close_cb;
-  void *close_data;
-};
 
 void engram_options_init(engram_options *opts) {
   memset(opts, 0, sizeof *opts);
@@ -58,6 +42,167 @@ void engram_set_log(engram *eg, engram_log_fn fn, void *data) {
   eg->rt.log_data = data;
 }
 
+/* ------------------------------------------------------------ embedders */
+
+int engram_embedder_parse(const char *spec, engram_embedder_options *out,
+                          char *msg, size_t msglen) {
+  char scratch[8];
+  if (!msg) {
+    msg = scratch;
+    msglen = sizeof scratch;
+  }
+  memset(out, 0, sizeof *out);
+  if (!spec || !*spec || strcmp(spec, "hashed") == 0) {
+    out->kind = ENGRAM_EMBEDDER_HASHED;
+    return 0;
+  }
+  if (strcmp(spec, "none") == 0) {
+    out->kind = ENGRAM_EMBEDDER_NONE;
+    return 0;
+  }
+  if (strncmp(spec, "hashed:", 7) == 0) {
+    char *end = NULL;
+    unsigned long dim = strtoul(spec + 7, &end, 10);
+    if (end == spec + 7 || *end || dim < SEARCH_HASHED_MIN_DIM ||
+        dim > SEARCH_HASHED_MAX_DIM) {
+      snprintf(msg, msglen,
+               "embedder '%s': the dimension after hashed: must be a number "
+               "from %u to %u",
+               spec, SEARCH_HASHED_MIN_DIM, SEARCH_HASHED_MAX_DIM);
+      return ENGRAM_EINVAL;
+    }
+    out->kind = ENGRAM_EMBEDDER_HASHED;
+    out->dim = (unsigned)dim;
+    return 0;
+  }
+  if (strncmp(spec, "http:", 5) == 0) {
+    /* "http:MODEL@URL": the last '@' before "http", so a model name may
+     * hold one. */
+    const char *at = strstr(spec + 5, "@http://");
+    if (!at)
+      at = strstr(spec + 5, "@https://");
+    if (!at || at == spec + 5) {
+      snprintf(msg, msglen,
+               "embedder '%s': expected http:MODEL@URL, e.g. "
+               "http:nomic-embed-text@http://127.0.0.1:11434",
+               spec);
+      return ENGRAM_EINVAL;
+    }
+    out->kind = ENGRAM_EMBEDDER_HTTP;
+    out->model = spec + 5;
+    out->model_len = (size_t)(at - out->model);
+    out->url = at + 1;
+    return 0;
+  }
+  snprintf(msg, msglen,
+           "embedder '%s' is not one of hashed, hashed:DIM, none, "
+           "http:MODEL@URL",
+           spec);
+  return ENGRAM_EINVAL;
+}
+
+/* Copies the option strings of eg->opts into one allocation. */
+static int copy_option_strings(engram *eg) {
+  engram_embedder_options *e = &eg->opts.embedder;
+  size_t mlen = e->model ? (e->model_len ? e->model_len : strlen(e->model))
+                          : 0;
+  size_t bytes = (eg->opts.db ? strlen(eg->opts.db) + 1 : 0) +
+                 (e->url ? strlen(e->url) + 1 : 0) + (e->model ? mlen + 1 : 0) +
+                 (e->api_key ? strlen(e->api_key) + 1 : 0);
+  if (bytes == 0)
+    return 0;
+  char *p = eg->strings = malloc(bytes);
+  if (!p)
+    return ENGRAM_ENOMEM;
+  const char **fields[] = {&eg->opts.db, &e->url, &e->api_key};
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    if (*fields[i]) {
+      size_t n = strlen(*fields[i]) + 1;
+      memcpy(p, *fields[i], n);
+      *fields[i] = p;
+      p += n;
+    }
+  if (e->model) {
+    memcpy(p, e->model, mlen);
+    p[mlen] = '\0';
+    e->model = p;
+    e->model_len = mlen;
+  }
+  return 0;
+}
+
+static int embedder_new(engram *eg) {
+  const engram_embedder_options *e = &eg->opts.embedder;
+  char msg[200];
+  switch (e->kind) {
+  case ENGRAM_EMBEDDER_NONE:
+    return 0;
+  case ENGRAM_EMBEDDER_HASHED: {
+    search_hashed_options ho;
+    search_hashed_options_default(&ho);
+    if (e->dim)
+      ho.dim = e->dim;
+    search_hashed h;
+    if (search_hashed_init(&h, &ho) != 0) {
+      rt_log(&eg->rt, ENGRAM_LOG_ERROR,
+             "embedder: the hashed embedder's dimension must be %u-%u, not "
+             "%u",
+             SEARCH_HASHED_MIN_DIM, SEARCH_HASHED_MAX_DIM, e->dim);
+      return ENGRAM_EINVAL;
+    }
+    return search_hashed_embedder_new(&eg->rt, &h, &eg->embedder);
+  }
+  case ENGRAM_EMBEDDER_HTTP: {
+    search_http_options o;
+    search_http_options_default(&o);
+    o.base_url = e->url;
+    o.model = e->model;
+    o.api_key = e->api_key;
+    o.dim = e->dim;
+    if (e->batch)
+      o.batch = e->batch;
+    if (e->concurrency)
+      o.concurrency = e->concurrency;
+    if (e->timeout_ms)
+      o.timeout_ms = e->timeout_ms;
+    o.retries = e->retries;
+    int rc = search_http_embedder_new(&eg->rt, &o, &eg->embedder, msg,
+                                      sizeof msg);
+    if (rc != 0)
+      rt_log(&eg->rt, ENGRAM_LOG_ERROR, "embedder: %s", msg);
+    return rc;
+  }
+  }
+  rt_log(&eg->rt, ENGRAM_LOG_ERROR, "embedder: unknown kind %d",
+         (int)e->kind);
+  return ENGRAM_EINVAL;
+}
+
+search_embedder *engram_embedder(engram *eg) { return eg->embedder; }
+
+const char *engram_embedder_name(engram *eg, uint32_t *dim) {
+  if (dim)
+    *dim = eg && eg->embedder ? (uint32_t)eg->embedder->dim : 0;
+  return eg && eg->embedder ? eg->embedder->name : NULL;
+}
+
+int engram_space(engram *eg, char *out) {
+  out[0] = '\0';
+  if (!eg->embedder || eg->embedder->dim == 0)
+    return ENGRAM_EINVAL;
+  return store_space_format(out, eg->embedder->name,
+                            (uint32_t)eg->embedder->dim);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void handle_free(engram *eg) {
+  if (eg->st)
+    eg->st->ops->destroy(eg->st);
+  free(eg->strings);
+  free(eg);
+}
+
 int engram_init(engram **out, uv_loop_t *loop, const engram_options *opts) {
   if (!out)
     return ENGRAM_EINVAL;
@@ -66,13 +211,9 @@ int engram_init(engram **out, uv_loop_t *loop, const engram_options *opts) {
     return ENGRAM_ENOMEM;
   if (opts)
     eg->opts = *opts;
-  if (eg->opts.db) {
-    eg->db = strdup(eg->opts.db);
-    if (!eg->db) {
-      free(eg);
-      return ENGRAM_ENOMEM;
-    }
-    eg->opts.db = eg->db;
+  if (copy_option_strings(eg) != 0) {
+    free(eg);
+    return ENGRAM_ENOMEM;
   }
   if (eg->opts.max_content_bytes == 0)
     eg->opts.max_content_bytes = CORE_DEFAULT_MAX_CONTENT;
@@ -80,8 +221,7 @@ int engram_init(engram **out, uv_loop_t *loop, const engram_options *opts) {
     eg->loop = loop;
   } else {
     if (uv_loop_init(&eg->own_loop) != 0) {
-      free(eg->db);
-      free(eg);
+      handle_free(eg);
       return ENGRAM_ENOMEM;
     }
     eg->loop = &eg->own_loop;
@@ -89,15 +229,23 @@ int engram_init(engram **out, uv_loop_t *loop, const engram_options *opts) {
   }
   rt_init(&eg->rt, eg->loop);
   engram_set_log(eg, log_stderr, NULL);
-  eg->st = eg->base = store_db_is_pg(eg->opts.db)
-                           ? store_pg_new(&eg->rt, &eg->opts)
-                           : store_sqlite_new(&eg->rt, &eg->opts);
-  if (!eg->st) {
-    if (eg->owns_loop)
+  int rc = embedder_new(eg);
+  if (rc == 0) {
+    eg->st = eg->base = store_db_is_pg(eg->opts.db)
+                             ? store_pg_new(&eg->rt, &eg->opts)
+                             : store_sqlite_new(&eg->rt, &eg->opts);
+    if (!eg->st)
+      rc = ENGRAM_ENOMEM;
+  }
+  if (rc != 0) {
+    if (eg->embedder) /* nothing is active: it frees itself on the loop */
+      search_embedder_close(eg->embedder, NULL, NULL);
+    if (eg->owns_loop) {
+      uv_run(&eg->own_loop, UV_RUN_DEFAULT); /* not a request path */
       uv_loop_close(&eg->own_loop);
-    free(eg->db);
-    free(eg);
-    return ENGRAM_ENOMEM;
+    }
+    handle_free(eg);
+    return rc;
   }
   eg->state = H_NEW;
   *out = eg;
@@ -113,7 +261,14 @@ int engram_run(engram *eg) { return uv_run(eg->loop, UV_RUN_DEFAULT); }
 static void on_store_open(store *st, int status, const char *message,
                           void *data) {
   engram *eg = data;
-  (void)st;
+  char mine[STORE_SPACE_LEN];
+  if (status == 0 && st->space[0] && engram_space(eg, mine) == 0 &&
+      strcmp(mine, st->space) != 0)
+    rt_log(&eg->rt, ENGRAM_LOG_WARN,
+           "the database's vectors come from %s, this engram embeds with %s: "
+           "writes and vector search fail (ENGRAM_EEMBEDDER) until `engram "
+           "reembed` switches the database",
+           st->space, mine);
   /* A close requested while opening stands: the handle stays CLOSING. */
   if (eg->state == H_OPENING)
     eg->state = status == 0 ? H_OPEN : H_NEW;
@@ -133,20 +288,53 @@ int engram_open(engram *eg, engram_open_cb cb, void *data) {
   return 0;
 }
 
-static void on_store_closed(store *st, void *data) {
+/* Closing, in order: streams end (their done callbacks are deferred to
+ * the loop), writes waiting for their vectors reach the store, the store
+ * commits what it has and closes, and the embedder closes last. */
+static void on_embedder_closed(void *data) {
   engram *eg = data;
-  (void)st;
+  eg->embedder = NULL;
   eg->state = H_CLOSED;
   if (eg->close_cb)
     eg->close_cb(eg, eg->close_data);
 }
 
-/* Streams end through their own done callbacks (deferred to the loop);
- * the store closes once the last one has. */
+static void on_store_closed(store *st, void *data) {
+  engram *eg = data;
+  (void)st;
+  if (eg->embedder) {
+    search_embedder_close(eg->embedder, on_embedder_closed, eg);
+    return;
+  }
+  on_embedder_closed(eg);
+}
+
+/* The vector index closes before the store, whose reads it may still
+ * have out. */
+static void on_index_closed(void *data) {
+  engram *eg = data;
+  eg->index = NULL;
+  eg->st->ops->close(eg->st, on_store_closed, eg);
+}
+
+static void on_writes_handed(engram *eg) {
+  eg->on_writes_handed = NULL;
+  if (eg->index) {
+    vector_index_close(eg->index, on_index_closed, eg);
+    return;
+  }
+  eg->st->ops->close(eg->st, on_store_closed, eg);
+}
+
 static void on_streams_drained(rt *r, void *data) {
   engram *eg = data;
   (void)r;
-  eg->st->ops->close(eg->st, on_store_closed, eg);
+  engram_reembed_stop(eg);
+  if (!engram_writes_handed(eg)) {
+    eg->on_writes_handed = on_writes_handed;
+    return;
+  }
+  on_writes_handed(eg);
 }
 
 void engram_close(engram *eg, engram_close_cb cb, void *data) {
@@ -157,7 +345,7 @@ void engram_close(engram *eg, engram_close_cb cb, void *data) {
   if (eg->state == H_NEW) {
     /* Never opened (or open failed): nothing to drain. */
     eg->state = H_CLOSING;
-    eg->st->ops->close(eg->st, on_store_closed, eg);
+    on_writes_handed(eg);
     return;
   }
   eg->state = H_CLOSING;
@@ -167,16 +355,18 @@ void engram_close(engram *eg, engram_close_cb cb, void *data) {
 void engram_free(engram *eg) {
   if (!eg)
     return;
+  if (eg->embedder) /* never closed: it frees itself on the loop */
+    search_embedder_close(eg->embedder, NULL, NULL);
   if (eg->st)
     eg->st->ops->destroy(eg->st);
+  eg->st = NULL;
   if (eg->owns_loop) {
     /* Not a request path: the owner frees the handle after its loop ran
      * dry; this only lets handles that are closing call back. */
     uv_run(&eg->own_loop, UV_RUN_DEFAULT);
     uv_loop_close(&eg->own_loop);
   }
-  free(eg->db);
-  free(eg);
+  handle_free(eg);
 }
 
 void engram_get_stats(engram *eg, engram_stats *out) {
@@ -318,49 +508,28 @@ static int validate_op(const engram *eg, engram_op *op) {
       if (!isfinite(op->embedding[i]))
         return op_fail(op, ENGRAM_EINVAL,
                        "embedding value %u is not a finite number", i);
+    if (op->embedder &&
+        (!*op->embedder || strlen(op->embedder) > CORE_MAX_EMBEDDER_NAME ||
+         !core_utf8_valid(op->embedder, strlen(op->embedder))))
+      return op_fail(op, ENGRAM_EINVAL,
+                     "embedder name must be 1-%u bytes of UTF-8",
+                     CORE_MAX_EMBEDDER_NAME);
+    /* With an embedder, engram makes every vector: one of yours is kept
+     * only when it is that embedder's (a backup restored). */
+    const search_embedder *e = eg->embedder;
+    if (e && (!op->embedder || strcmp(op->embedder, e->name) != 0 ||
+              (e->dim && op->embedding_dim != e->dim)))
+      return op_fail(op, ENGRAM_EEMBEDDER,
+                     "this engram computes vectors with %s (dim %zu); a "
+                     "vector from %s (dim %u) is not accepted (open with "
+                     "embedder none to store your own)",
+                     e->name, e->dim, op->embedder ? op->embedder : "you",
+                     op->embedding_dim);
   }
   return 0;
 }
 
 /* ---------------------------------------------------------------- writes */
-
-typedef struct write_req {
-  store_batch batch;
-  engram *eg;
-  engram_write_cb cb;
-  void *data;
-  char *strings; /* every copied string, one allocation */
-} write_req;
-
-static size_t str_size(const char *s) { return s ? strlen(s) + 1 : 0; }
-
-static const char *put_str(char **p, const char *s) {
-  if (!s)
-    return NULL;
-  size_t n = strlen(s) + 1;
-  memcpy(*p, s, n);
-  const char *out = *p;
-  *p += n;
-  return out;
-}
-
-static const char *put_bytes(char **p, const char *s, size_t n) {
-  memcpy(*p, s, n);
-  (*p)[n] = '\0';
-  const char *out = *p;
-  *p += n + 1;
-  return out;
-}
-
-static void write_done(store_batch *b) {
-  write_req *w = b->data;
-  if (w->cb)
-    w->cb(b->status, b->ops, b->n, w->data);
-  free(w->strings);
-  free(b->ops);
-  free(b->content_hash);
-  free(w);
-}
 
 int engram_write(engram *eg, engram_op *ops, size_t n, engram_write_cb cb,
                  void *data) {
@@ -368,83 +537,12 @@ int engram_write(engram *eg, engram_op *ops, size_t n, engram_write_cb cb,
     return ENGRAM_EINVAL;
   if (eg->state != H_OPEN)
     return ENGRAM_ECLOSED;
-  size_t bytes = 0;
   for (size_t i = 0; i < n; i++) {
     int rc = validate_op(eg, &ops[i]);
     if (rc != 0)
       return rc;
-    engram_op *op = &ops[i];
-    size_t clen = op->content ? (op->content_len ? op->content_len
-                                                 : strlen(op->content))
-                              : 0;
-    bytes += str_size(op->ns) + str_size(op->id) + (op->content ? clen + 1 : 0) +
-             str_size(op->metadata) + str_size(op->source) +
-             str_size(op->target) + str_size(op->rel_kind);
-    if (op->embedding)
-      bytes += (size_t)op->embedding_dim * sizeof(float) + sizeof(float);
   }
-  write_req *w = calloc(1, sizeof *w);
-  engram_op *copy = calloc(n, sizeof *copy);
-  uint64_t *hashes = calloc(n, sizeof *hashes);
-  char *strings = malloc(bytes ? bytes : 1);
-  if (!w || !copy || !hashes || !strings) {
-    free(w);
-    free(copy);
-    free(hashes);
-    free(strings);
-    return ENGRAM_ENOMEM;
-  }
-  /* Embeddings first, so the floats stay aligned. */
-  char *p = strings;
-  for (size_t i = 0; i < n; i++) {
-    copy[i] = ops[i];
-    if (ops[i].embedding) {
-      size_t eb = (size_t)ops[i].embedding_dim * sizeof(float);
-      memcpy(p, ops[i].embedding, eb);
-      copy[i].embedding = (const float *)(void *)p;
-      p += eb + sizeof(float);
-    }
-  }
-  for (size_t i = 0; i < n; i++) {
-    engram_op *op = &copy[i];
-    op->ns = put_str(&p, ops[i].ns);
-    op->id = put_str(&p, ops[i].id);
-    if (ops[i].content) {
-      size_t clen = ops[i].content_len ? ops[i].content_len
-                                       : strlen(ops[i].content);
-      op->content = put_bytes(&p, ops[i].content, clen);
-      op->content_len = clen;
-      hashes[i] = core_hash(op->content, clen);
-    }
-    op->metadata = put_str(&p, ops[i].metadata);
-    op->source = put_str(&p, ops[i].source);
-    op->target = put_str(&p, ops[i].target);
-    op->rel_kind = put_str(&p, ops[i].rel_kind);
-    if (op->kind == ENGRAM_OP_ADD) {
-      if (op->id)
-        memcpy(op->result_id, op->id, ENGRAM_ID_LEN + 1);
-      else
-        engram_id_new(op->result_id);
-    }
-  }
-  w->eg = eg;
-  w->cb = cb;
-  w->data = data;
-  w->strings = strings;
-  w->batch.ops = copy;
-  w->batch.n = n;
-  w->batch.content_hash = hashes;
-  w->batch.at_ms = core_now_ms();
-  w->batch.done = write_done;
-  w->batch.data = w;
-  int rc = eg->st->ops->write(eg->st, &w->batch);
-  if (rc != 0) {
-    free(strings);
-    free(copy);
-    free(hashes);
-    free(w);
-  }
-  return rc;
+  return engram_write_submit(eg, ops, n, cb, data);
 }
 
 /* ----------------------------------------------------------------- reads */
@@ -554,6 +652,18 @@ static int start_hybrid(engram *eg, const engram_query *q, const char *text,
   engram_stream *s = stream_new(&eg->rt, cbs);
   if (!s)
     return ENGRAM_ENOMEM;
+  /* Vectors: the index is made at the first search that can use it. */
+  if (eg->embedder && !eg->index &&
+      vector_index_new(&eg->rt, eg->st, NULL, &eg->index) != 0) {
+    stream_discard(s);
+    return ENGRAM_ENOMEM;
+  }
+  hq.embedder = eg->embedder;
+  hq.index = eg->index;
+  hq.space_name = eg->embedder ? eg->embedder->name : NULL;
+  hq.space_dim = eg->embedder ? (uint32_t)eg->embedder->dim : 0;
+  hq.db_space = eg->base->space;
+  hq.vector_only = q->strategy == ENGRAM_STRATEGY_VECTOR;
   rc = search_hybrid_start(eg->st, &hq, s);
   if (rc != 0) {
     stream_discard(s);
@@ -586,7 +696,8 @@ int engram_search(engram *eg, const engram_query *q,
     return ENGRAM_ENOMEM;
   memcpy(text, q->text, len);
   text[len] = '\0';
-  if (q->strategy == ENGRAM_STRATEGY_HYBRID) {
+  if (q->strategy == ENGRAM_STRATEGY_HYBRID ||
+      q->strategy == ENGRAM_STRATEGY_VECTOR) {
     rc = start_hybrid(eg, q, text, len, cbs, out);
     free(text);
     return rc;

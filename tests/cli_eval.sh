@@ -97,6 +97,22 @@ expect_out "latency: p50" "latency is printed"
 grep -E '^overall +4 +0\.625 +0\.625 +0\.625 +0\.625$' <<<"$OUT" >/dev/null && pass || fail "overall row: $OUT"
 grep -E '^open-domain +1 +1\.000 +1\.000 +1\.000 +0\.500$' <<<"$OUT" >/dev/null && pass || fail "open-domain row: $OUT"
 
+# ------------------------------------------------------- strategies
+run "$BIN" --json eval locomo conv-t.json --strategy lexical,vector,hybrid
+expect_rc 0 "eval of three strategies"
+expect_out '"strategy":"lexical"' "lexical measured"
+expect_out '"strategy":"vector"' "vector measured"
+expect_out '"strategy":"hybrid"' "hybrid measured"
+expect_out '"search_errors":0' "no vector search failed"
+run "$BIN" eval locomo conv-t.json --strategy vector
+expect_rc 0 "eval --strategy vector"
+expect_out "strategy vector" "the vector table is named"
+run "$BIN" eval locomo conv-t.json --strategy lexical,vector,hybrid,lexical
+expect_rc 2 "eval of four strategies"
+run "$BIN" eval locomo conv-t.json --strategy vectors
+expect_rc 2 "eval of an unknown strategy"
+expect_err "lexical, hybrid or vector" "the strategies are named"
+
 # ------------------------------------------------------------- --db
 run e --json eval locomo conv-t.json
 expect_rc 0 "eval --db"

@@ -134,6 +134,19 @@ expect_eq "$(values content)" "Ada is allergic to peanuts" "types semantic"
 post /v1/search '{"ns":"kb","query":"peanuts","types":["procedural","working"]}'
 expect_eq "$(values type | sort | tr '\n' ' ')" "procedural working " "types procedural and working"
 
+# The vector strategy: no word in common ("peanut", a plural's stem cut
+# short), character n-grams in common; an unknown strategy is refused.
+post /v1/search '{"ns":"kb","query":"penuts","strategy":"vector","limit":3}'
+expect_code 200 "vector search"
+expect_eq "$(count relevance)" 3 "vector search: limit 3"
+descending "vector search ranks by cosine"
+in_unit "vector search relevances"
+expect_body 'peanut' "vector search finds peanuts from a typo"
+post /v1/search '{"ns":"kb","query":"penuts","strategy":"lexical"}'
+expect 200 '"results":[]' "the typo finds nothing lexically"
+post /v1/search '{"ns":"kb","query":"peanuts","strategy":"vectors"}'
+error 400 strategy "an unknown search strategy"
+
 post /v1/search '{"ns":"kb","query":"peanuts","min_relevance":1}'
 expect 200 '"results":[]' "min_relevance 1 keeps nothing"
 MID=$(awk 'NR == 1 { hi = $1 } { lo = $1 } END { printf "%.6f", (hi + lo) / 2 }' <<<"$ALL_RELS")

@@ -426,7 +426,10 @@ static void test_options_checked(void **state) {
   engram_strategy st;
   assert_int_equal(engram_strategy_parse("hybrid", &st), 0);
   assert_int_equal(st, ENGRAM_STRATEGY_HYBRID);
-  assert_int_equal(engram_strategy_parse("vector", &st), ENGRAM_EINVAL);
+  assert_int_equal(engram_strategy_parse("vector", &st), 0);
+  assert_int_equal(st, ENGRAM_STRATEGY_VECTOR);
+  assert_string_equal(engram_strategy_name(ENGRAM_STRATEGY_VECTOR), "vector");
+  assert_int_equal(engram_strategy_parse("vectors", &st), ENGRAM_EINVAL);
   assert_string_equal(engram_strategy_name(ENGRAM_STRATEGY_LEXICAL), "lexical");
   tu_close(eg);
 }

@@ -36,6 +36,10 @@
 /* ------------------------------------------------------------ libpq side */
 
 /* Runs sql on db (blocking: tests only) and returns its result. */
+/* Options that keep the caller's vectors as given (no embedder). */
+static const engram_options no_embedder = {
+    .embedder = {.kind = ENGRAM_EMBEDDER_NONE}};
+
 static PGresult *query(const char *db, const char *sql) {
   PGconn *c = PQconnectdb(db);
   if (PQstatus(c) != CONNECTION_OK) {
@@ -128,7 +132,7 @@ static void add(engram *eg, const char *ns, const char *content,
 static void test_add_stores_every_column(void **state) {
   (void)state;
   char *db = fresh_db("w_add");
-  engram *eg = tu_open(db, NULL);
+  engram *eg = tu_open(db, &no_embedder); /* the caller's vectors, kept */
   static const float emb[3] = {1.0f, -2.5f, 0.0f};
   char given[ENGRAM_ID_LEN + 1];
   engram_id_new(given);
@@ -241,7 +245,7 @@ static void test_dedup_returns_existing(void **state) {
 static void test_update_each_field_and_history(void **state) {
   (void)state;
   char *db = fresh_db("w_update");
-  engram *eg = tu_open(db, NULL);
+  engram *eg = tu_open(db, &no_embedder); /* the caller's vectors, kept */
   char id[ENGRAM_ID_LEN + 1];
   static const float emb[2] = {0.5f, 0.25f};
   engram_op a = add_op(NS, "before");

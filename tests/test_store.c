@@ -32,6 +32,10 @@
 #include <libpq-fe.h>
 
 #include "store_tu.h"
+/* The schema versions this engram writes (sqlite_internal.h, pg_internal.h
+ * hold them; restated so the test sees when they move). */
+#define SQLITE_SCHEMA_VERSION_NOW 3
+#define PG_SCHEMA_VERSION_NOW 2
 #include "testloop.h"
 #include "tu.h"
 
@@ -49,9 +53,18 @@ static void add_ok(engram *eg, const char *ns, const char *content,
 
 /* ------------------------------------------------------------------ writes */
 
+/* Without an embedder, a caller's vectors are stored as given (with one,
+ * engram computes them: test_embeddings.c). */
+static engram *open_without_embedder(const char *name) {
+  engram_options o;
+  engram_options_init(&o);
+  o.embedder.kind = ENGRAM_EMBEDDER_NONE;
+  return open_fresh(name, &o);
+}
+
 static void test_add_and_get(void **state) {
   (void)state;
-  engram *eg = open_fresh("add-get", NULL);
+  engram *eg = open_without_embedder("add-get");
   float emb[3] = {0.25f, -1.5f, 3.0f};
   engram_op op = {.kind = ENGRAM_OP_ADD,
                   .ns = NS,
@@ -286,7 +299,7 @@ static void test_write_batch_max_splits_groups(void **state) {
 
 static void test_update(void **state) {
   (void)state;
-  engram *eg = open_fresh("update", NULL);
+  engram *eg = open_without_embedder("update");
   char id[ENGRAM_ID_LEN + 1];
   add_ok(eg, NS, "the old words about giraffes", ENGRAM_EPISODIC, id);
   engram_node *before = NULL;
@@ -993,11 +1006,11 @@ static void test_newer_schema_version_refused(void **state) {
     assert_non_null(strstr(msg, path));
   assert_non_null(strstr(msg, pg ? "99" : "7"));
   assert_non_null(strstr(msg, "upgrade"));
-  /* Untouched: back at version 1 it opens with its data. */
+  /* Untouched: back at its own version it opens with its data. */
   if (pg)
-    set_pg_schema_version(path, 1);
+    set_pg_schema_version(path, PG_SCHEMA_VERSION_NOW);
   else
-    set_user_version(path, 1);
+    set_user_version(path, SQLITE_SCHEMA_VERSION_NOW);
   eg = tu_open(path, NULL);
   assert_int_equal(tu_count(eg, NS), 1);
   tu_close(eg);

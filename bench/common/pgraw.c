@@ -77,7 +77,7 @@ static void drain_sync(PGconn *c) {
 
 double pgraw_ingest(PGconn *c, const char *ns, const char *const *texts,
                     const size_t *lens, size_t n, size_t group) {
-  PGresult *r = PQprepare(c, "raw_add", pg_writer_add_sql, 10, NULL);
+  PGresult *r = PQprepare(c, "raw_add", pg_writer_add_sql, 11, NULL);
   if (PQresultStatus(r) != PGRES_COMMAND_OK)
     fail(c, "preparing the ADD statement");
   PQclear(r);
@@ -94,9 +94,9 @@ double pgraw_ingest(PGconn *c, const char *ns, const char *const *texts,
       snprintf(hash, sizeof hash, "%lld",
                (long long)(int64_t)XXH3_64bits(texts[i], lens[i]));
       snprintf(at, sizeof at, "%lld", (long long)(stats_now_ns() / 1000000));
-      const char *values[10] = {id, ns, "0", texts[i], hash, at, "0.5", "{}",
-                                NULL, "0"};
-      if (!PQsendQueryPrepared(c, "raw_add", 10, values, NULL, NULL, 0))
+      const char *values[11] = {id, ns,   "0", texts[i], hash, at,
+                                "0.5", "{}", NULL, "0", NULL};
+      if (!PQsendQueryPrepared(c, "raw_add", 11, values, NULL, NULL, 0))
         fail(c, "sending an ADD");
     }
     if (!PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) ||

@@ -45,6 +45,7 @@ struct cli {
   const char *ns; /* --ns, $ENGRAM_NS, or CLI_DEFAULT_NS */
   int ns_given;   /* the namespace came from --ns or $ENGRAM_NS */
   int json;       /* --json: JSON Lines on stdout */
+  const char *embedder; /* --embedder, $ENGRAM_EMBEDDER, or NULL (hashed) */
   const cli_command *cmd;
   engram *eg;      /* open handle, or NULL */
   uint64_t logged; /* errors and warnings the library reported */
@@ -73,6 +74,7 @@ int cmd_context(cli *c, int argc, char **argv);
 int cmd_remember(cli *c, int argc, char **argv);
 int cmd_serve(cli *c, int argc, char **argv);
 int cmd_eval(cli *c, int argc, char **argv);
+int cmd_reembed(cli *c, int argc, char **argv);
 int cmd_help(cli *c, int argc, char **argv);
 
 /* ---------------------------------------------------------------- args.c */

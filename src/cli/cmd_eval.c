@@ -36,6 +36,7 @@
 #define EVAL_MAX_K 1000
 #define EVAL_MAX_KS 16
 #define N_CATEGORIES 4
+#define MAX_STRATEGIES 3 /* lexical, hybrid, vector */
 
 static const char *const category_names[N_CATEGORIES] = {
     "multi-hop", "temporal", "open-domain", "single-hop"};
@@ -801,7 +802,7 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
       return CLI_FAIL;
     }
   }
-  strategy_run runs[2];
+  strategy_run runs[MAX_STRATEGIES];
   memset(runs, 0, sizeof runs);
   for (size_t h = 0; h < n_hows; h++) {
     ev->how = &hows[h];
@@ -878,8 +879,8 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
   return CLI_OK;
 }
 
-/* --strategy: lexical, hybrid, or both as a comma-separated list (the
- * default: both, lexical first). */
+/* --strategy: lexical, hybrid, vector, or a comma-separated list of them
+ * (the default: lexical,hybrid). */
 static int parse_strategies(cli *c, const char *text, const char *weights,
                             cli_search *hows, size_t *n) {
   *n = 0;
@@ -888,9 +889,10 @@ static int parse_strategies(cli *c, const char *text, const char *weights,
     const char *comma = strchr(p, ',');
     size_t len = comma ? (size_t)(comma - p) : strlen(p);
     char name[16];
-    if (len == 0 || len >= sizeof name || *n == 2)
-      return cli_usage_error(c, "--strategy wants lexical, hybrid or "
-                                "lexical,hybrid, not '%s'",
+    if (len == 0 || len >= sizeof name || *n == MAX_STRATEGIES)
+      return cli_usage_error(c, "--strategy wants lexical, hybrid, vector "
+                                "or a list of them such as lexical,hybrid, "
+                                "not '%s'",
                              list);
     memcpy(name, p, len);
     name[len] = '\0';
@@ -933,7 +935,7 @@ int cmd_eval(cli *c, int argc, char **argv) {
     rc = parse_ks(c, v, ks, &n_ks);
   if (rc == CLI_OK && (v = cli_opt_value(opts, "parallel")))
     rc = cli_parse_count(c, "parallel", v, 1, 1024, &parallel);
-  cli_search hows[2];
+  cli_search hows[MAX_STRATEGIES];
   size_t n_hows = 0;
   if (rc == CLI_OK)
     rc = parse_strategies(c, cli_opt_value(opts, "strategy"),

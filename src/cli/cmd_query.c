@@ -2,8 +2,8 @@
  * cmd_query.c — reading many memories: search (ranked by relevance) and
  * list (creation order, paged with a cursor).
  *
- * Search ranks lexically unless --strategy hybrid is given (with
- * --weights to change the hybrid options). Both drain a stream through
+ * Search ranks lexically unless --strategy hybrid or vector is given
+ * (with --weights to change the hybrid options). Both drain a stream through
  * sync.c, which asks for items a chunk at a
  * time and cancels the stream as soon as the command has what it prints:
  * a search for 10 results never makes the store produce an 11th.
@@ -58,6 +58,7 @@ static int set_weight(engram_search_options *o, const char *name,
     char kind; /* u: unsigned, d: double, m: int64 milliseconds */
   } fields[] = {
       {"candidates", offsetof(engram_search_options, candidates), 'u'},
+      {"max_scored", offsetof(engram_search_options, max_scored), 'u'},
       {"window", offsetof(engram_search_options, window), 'u'},
       {"k1", offsetof(engram_search_options, k1), 'd'},
       {"b", offsetof(engram_search_options, b), 'd'},
@@ -89,7 +90,7 @@ static int set_weight(engram_search_options *o, const char *name,
     if (fields[i].kind == 'd') {
       memcpy(field, &v, sizeof v);
     } else if (fields[i].kind == 'u') {
-      if (v < 0 || v > 1e6 || v != floor(v))
+      if (v < 0 || v > 1e8 || v != floor(v))
         return -1;
       unsigned u = (unsigned)v;
       memcpy(field, &u, sizeof u);
@@ -109,7 +110,7 @@ int cli_parse_search(cli *c, const char *strategy, const char *weights,
   if (strategy && (engram_strategy_parse(strategy, &out->strategy) != 0 ||
                    out->strategy == ENGRAM_STRATEGY_DEFAULT))
     return cli_usage_error(c,
-                           "--strategy is lexical or hybrid, not '%s'",
+                           "--strategy is lexical, hybrid or vector, not '%s'",
                            strategy);
   for (const char *p = weights; p && *p;) {
     const char *eq = strchr(p, '=');
@@ -118,7 +119,8 @@ int cli_parse_search(cli *c, const char *strategy, const char *weights,
         set_weight(&out->opts, p, (size_t)(eq - p), eq + 1) != 0)
       return cli_usage_error(
           c,
-          "--weights wants NAME=VALUE,... with names candidates, window, "
+          "--weights wants NAME=VALUE,... with names candidates, "
+          "max_scored, window, "
           "k1, b, meta_weight, neighbour_weight, session_weight, "
           "speaker_boost, session_gap_ms, vector_weight, rrf_k, "
           "importance_weight, half_life_ms; not '%s'",

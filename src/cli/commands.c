@@ -71,8 +71,9 @@ static const cli_command commands[] = {
      "  --type T           only these types (comma-separated list)\n"
      "  --min-relevance X  drop results with relevance below X, in [0, 1]\n"
      "                     (default: 0)\n"
-     "  --strategy S       lexical (default: BM25, each memory alone) or\n"
+     "  --strategy S       lexical (default: BM25, each memory alone),\n"
      "                     hybrid (matches and the conversation around them)\n"
+     "                     or vector (cosine of the embedder's vectors)\n"
      "  --weights W        hybrid options, NAME=VALUE,... (docs/api-search.md)\n"
      "\n"
      "Prints rank, relevance, type, id and the start of the content.\n"
@@ -228,8 +229,9 @@ static const cli_command commands[] = {
      "                     search asks for, and the MRR cut-off\n"
      "  --parallel N       searches in flight at once, 1-1024 (default: 16);\n"
      "                     the figures do not depend on it, latency does\n"
-     "  --strategy S       lexical, hybrid or lexical,hybrid (the default):\n"
-     "                     the figures of each, in turn\n"
+     "  --strategy S       lexical, hybrid, vector, or a comma-separated list\n"
+     "                     of them (default: lexical,hybrid): the figures of\n"
+     "                     each, in turn\n"
      "  --weights W        hybrid options, NAME=VALUE,... (docs/api-search.md)\n"
      "\n"
      "Stores each conversation's turns (as import does) in a namespace of\n"
@@ -249,6 +251,21 @@ static const cli_command commands[] = {
      "\n"
      "example:\n"
      "  engram eval locomo ../shared/data/locomo/conv-*.json\n"},
+    {"reembed", cmd_reembed, "reembed",
+     "give every memory a vector from the embedder (--embedder)",
+     "Switches the database to the embedder of --embedder (hashed unless\n"
+     "said otherwise) and gives every memory of every namespace a vector\n"
+     "from it, in batches of 256, each committed before the next. Needed\n"
+     "after changing embedder: until then writes with vectors and vector\n"
+     "search fail, since vectors of different embedders are never mixed.\n"
+     "Memories that already have a vector from this embedder are skipped,\n"
+     "so an interrupted run continues where it stopped; the memories are\n"
+     "not otherwise changed (no history entry, updated_ms kept). Prints\n"
+     "progress on a terminal and a summary (--json: one object).\n"
+     "\n"
+     "example:\n"
+     "  engram --embedder http:nomic-embed-text@http://127.0.0.1:11434 "
+     "reembed\n"},
     {"help", cmd_help, "help [COMMAND]", "show this help, or a command's",
      "example:\n"
      "  engram help search\n"},
@@ -277,6 +294,12 @@ void cli_print_usage(FILE *f) {
           "               (default: $ENGRAM_DB, else %s)\n"
           "  --ns NAME    the namespace to work in (default: $ENGRAM_NS, else "
           "\"%s\")\n"
+          "  --embedder E what computes the vectors stored with memories and\n"
+          "               searched by the vector strategy: hashed (built in,\n"
+          "               no model; the default), hashed:DIM, none, or\n"
+          "               http:MODEL@URL for an OpenAI-compatible server\n"
+          "               (key from $ENGRAM_EMBEDDER_API_KEY); default:\n"
+          "               $ENGRAM_EMBEDDER, else hashed\n"
           "  --json       print JSON Lines: one object per line\n"
           "  -h, --help   this help; engram COMMAND --help: that command's\n"
           "  --version    print the version\n"
@@ -296,8 +319,9 @@ void cli_print_command_help(FILE *f, const cli_command *cmd) {
           cmd->summary, cmd->help);
   fprintf(f,
           "\nglobal options: --db PATH|CONNINFO (default: $ENGRAM_DB, else %s), "
-          "--ns NAME\n(default: $ENGRAM_NS, else \"%s\"), --json (JSON "
-          "Lines output)\n",
+          "--ns NAME\n(default: $ENGRAM_NS, else \"%s\"), --embedder E "
+          "(default: $ENGRAM_EMBEDDER, else\nhashed), --json (JSON Lines "
+          "output)\n",
           CLI_DEFAULT_DB, CLI_DEFAULT_NS);
 }
 

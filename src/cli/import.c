@@ -192,6 +192,23 @@ static int op_from_json(import_ctx *im, json_t *o, engram_op *op,
     op->embedding = *embedding;
     op->embedding_dim = (uint32_t)n;
     op->set |= ENGRAM_SET_EMBEDDING;
+    json_t *by = json_object_get(o, "embedder");
+    if (by && !json_is_null(by) && !json_is_string(by)) {
+      snprintf(err, errlen, "\"embedder\" must be a string");
+      return -1;
+    }
+    op->embedder = by ? json_string_value(by) : NULL;
+    /* With an embedder, a vector of another (or of no name) is left out:
+     * engram computes the memory's own; `engram reembed` is not needed. */
+    uint32_t dim = 0;
+    const char *mine = engram_embedder_name(im->c->eg, &dim);
+    if (mine && (!op->embedder || strcmp(op->embedder, mine) != 0 ||
+                 (dim && dim != op->embedding_dim))) {
+      op->embedding = NULL;
+      op->embedding_dim = 0;
+      op->embedder = NULL;
+      op->set &= ~ENGRAM_SET_EMBEDDING;
+    }
   }
   return 0;
 }

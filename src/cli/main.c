@@ -55,6 +55,7 @@ static const char *env_or(const char *name, const char *fallback) {
 int main(int argc, char **argv) {
   cli c = {0};
   c.db = env_or("ENGRAM_DB", CLI_DEFAULT_DB);
+  c.embedder = env_or("ENGRAM_EMBEDDER", NULL);
   c.ns = env_or("ENGRAM_NS", NULL);
   c.ns_given = c.ns != NULL;
   if (!c.ns)
@@ -79,6 +80,9 @@ int main(int argc, char **argv) {
         c.db = v;
         c.db_given = 1;
       }
+    } else if (take_global(argc, argv, &i, "--embedder", &v, &bad)) {
+      if (v)
+        c.embedder = v;
     } else if (take_global(argc, argv, &i, "--ns", &v, &bad)) {
       if (v) {
         c.ns = v;
@@ -95,6 +99,12 @@ int main(int argc, char **argv) {
     goto out;
   if (*c.db == '\0') {
     fprintf(stderr, "engram: --db is empty; give a database file path or a PostgreSQL connection string\n");
+    goto out;
+  }
+  char why[256];
+  engram_embedder_options eo;
+  if (engram_embedder_parse(c.embedder, &eo, why, sizeof why) != 0) {
+    fprintf(stderr, "engram: --embedder: %s\n", why);
     goto out;
   }
   if (!ns_plausible(c.ns)) {

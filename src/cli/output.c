@@ -126,6 +126,8 @@ json_t *out_node_json(const engram_node *n, unsigned fields) {
       for (uint32_t i = 0; i < n->embedding_dim; i++)
         json_array_append_new(e, json_real((double)n->embedding[i]));
       json_object_set_new(o, "embedding", e);
+      if (n->embedder)
+        json_object_set_new(o, "embedder", json_string(n->embedder));
     }
   }
   return o;

@@ -115,6 +115,10 @@ int cli_open(cli *c, int create) {
   engram_options opts;
   engram_options_init(&opts);
   opts.db = c->db;
+  /* Checked by main already. The HTTP embedder's key comes from the
+   * environment only, never from a command line others can read. */
+  engram_embedder_parse(c->embedder, &opts.embedder, NULL, 0);
+  opts.embedder.api_key = getenv("ENGRAM_EMBEDDER_API_KEY");
   int rc = engram_init(&c->eg, NULL, &opts);
   if (rc != 0) {
     c->eg = NULL;

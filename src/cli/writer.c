@@ -134,7 +134,8 @@ static void submit(cli_writer *w, engram_op *ops, where *at, size_t n) {
 static int per_op_error(int status) {
   return status == ENGRAM_EINVAL || status == ENGRAM_EEXIST ||
          status == ENGRAM_ENOTFOUND || status == ENGRAM_ETOOBIG ||
-         status == ENGRAM_EUTF8 || status == ENGRAM_EJSON;
+         status == ENGRAM_EUTF8 || status == ENGRAM_EJSON ||
+         status == ENGRAM_EEMBEDDER;
 }
 
 static void on_batch(int status, engram_op *ops, size_t n, void *data) {

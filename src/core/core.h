@@ -16,6 +16,7 @@
 #define CORE_DEFAULT_IMPORTANCE 0.5
 #define CORE_MAX_NS 256u      /* bytes in a namespace name */
 #define CORE_MAX_REL_KIND 64u /* bytes in a relationship kind */
+#define CORE_MAX_EMBEDDER_NAME 120u /* bytes in an embedder's name */
 
 /* Milliseconds since the Unix epoch (wall clock). */
 int64_t core_now_ms(void);

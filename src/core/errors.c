@@ -25,6 +25,9 @@ static const struct {
     {ENGRAM_ECORRUPT, "ENGRAM_ECORRUPT",
      "the file is not an engram database, or it is damaged"},
     {ENGRAM_EBUSY, "ENGRAM_EBUSY", "the database is locked by another process"},
+    {ENGRAM_EEMBEDDER, "ENGRAM_EEMBEDDER",
+     "the database's vectors come from another embedder; run engram "
+     "reembed"},
 };
 
 #define N_ERRORS (sizeof errors / sizeof errors[0])

@@ -47,7 +47,9 @@ engram_node *engram_node_copy(const engram_node *n) {
   size_t ns_len = n->ns ? strlen(n->ns) : 0;
   size_t md_len = n->metadata ? strlen(n->metadata) : 2;
   size_t emb = n->embedding ? (size_t)n->embedding_dim * sizeof(float) : 0;
-  size_t size = sizeof *n + emb + ns_len + 1 + n->content_len + 1 + md_len + 1;
+  size_t er_len = emb && n->embedder ? strlen(n->embedder) + 1 : 0;
+  size_t size = sizeof *n + emb + ns_len + 1 + n->content_len + 1 + md_len +
+                1 + er_len;
   engram_node *c = malloc(size);
   if (!c)
     return NULL;
@@ -71,6 +73,12 @@ engram_node *engram_node_copy(const engram_node *n) {
   p += n->content_len + 1;
   memcpy(p, n->metadata ? n->metadata : "{}", md_len + 1);
   c->metadata = p;
+  p += md_len + 1;
+  c->embedder = NULL;
+  if (er_len) {
+    memcpy(p, n->embedder, er_len);
+    c->embedder = p;
+  }
   return c;
 }
 

@@ -200,6 +200,9 @@ void http_error_engram(http_req *r, int status, const char *message) {
   case ENGRAM_EEXIST:
     http_error(r, 409, "conflict", "%s", m);
     break;
+  case ENGRAM_EEMBEDDER:
+    http_error(r, 409, "embedder", "%s", m);
+    break;
   case ENGRAM_EINVAL:
   case ENGRAM_EUTF8:
   case ENGRAM_EJSON:

@@ -9,8 +9,8 @@
  *   POST /v1/context  {"ns","message",...} -> {"text","ids",...}
  *   POST /v1/turns    {"ns","user","assistant"} -> 201 {"user_id",...}
  *
- * Search and context take "strategy" ("lexical" or "hybrid"; the defaults
- * are the library's: lexical for search, hybrid for context).
+ * Search and context take "strategy" ("lexical", "hybrid" or "vector"; the
+ * defaults are the library's: lexical for search, hybrid for context).
  *
  * Every route checks its whole body before it starts anything, so a
  * rejected request has no effect, and names the field that was wrong.
@@ -110,9 +110,10 @@ bad:
   return 0;
 }
 
-/* "strategy": "lexical" or "hybrid"; absent or null: the operation's
- * default (lexical for a search, hybrid for context injection). */
-static int body_strategy(http_req *r, engram_strategy *out) {
+/* "strategy": "lexical", "hybrid" or (a search: vector) "vector"; absent
+ * or null: the operation's default (lexical for a search, hybrid for
+ * context injection). "vector" needs the server's embedder. */
+static int body_strategy(http_req *r, int vector, engram_strategy *out) {
   const char *name = NULL;
   *out = ENGRAM_STRATEGY_DEFAULT;
   if (!http_body_string(r, "strategy", 0, &name))
@@ -120,9 +121,22 @@ static int body_strategy(http_req *r, engram_strategy *out) {
   if (!name)
     return 1;
   if (engram_strategy_parse(name, out) != 0 ||
-      *out == ENGRAM_STRATEGY_DEFAULT) {
+      *out == ENGRAM_STRATEGY_DEFAULT ||
+      (!vector && *out == ENGRAM_STRATEGY_VECTOR)) {
+    if (vector)
+      http_error(r, 400, "invalid",
+                 "field 'strategy' must be \"lexical\", \"hybrid\" or "
+                 "\"vector\"");
+    else
+      http_error(r, 400, "invalid",
+                 "field 'strategy' must be \"lexical\" or \"hybrid\"");
+    return 0;
+  }
+  if (*out == ENGRAM_STRATEGY_VECTOR && !engram_embedder_name(r->eg, NULL)) {
     http_error(r, 400, "invalid",
-               "field 'strategy' must be \"lexical\" or \"hybrid\"");
+               "strategy \"vector\" needs an embedder, and this server runs "
+               "with none (engram serve --embedder none); use \"lexical\" or "
+               "\"hybrid\"");
     return 0;
   }
   return 1;
@@ -190,7 +204,7 @@ static int parse_search(http_req *r, search_params *p, long long max_limit) {
          body_types(r, &p->types) &&
          http_body_number(r, "min_relevance", 0, 1, 0, &p->min_relevance) &&
          http_body_int(r, "timeout_ms", 1, MAX_TIMEOUT_MS, 0, &p->timeout_ms) &&
-         body_strategy(r, &p->strategy);
+         body_strategy(r, 1, &p->strategy);
 }
 
 /* Starts the search for p with cbs; replies with the error and returns 0
@@ -583,7 +597,7 @@ static void context(http_req *r) {
                      &max_chars) ||
       !body_bool(r, "headers", &headers) ||
       !http_body_number(r, "min_relevance", 0, 1, 0, &min_relevance) ||
-      !body_types(r, &types) || !body_strategy(r, &strategy)) {
+      !body_types(r, &types) || !body_strategy(r, 0, &strategy)) {
     http_req_done(r);
     return;
   }

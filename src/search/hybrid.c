@@ -3,19 +3,16 @@
  * the first pull, ranks them (hybrid_rank.c), and delivers them best first
  * on demand; also the search options' defaults and checks.
  *
- * States: idle (attached, nothing asked yet) -> waiting (the store's
- * candidates request runs) -> ranked (the set and its order are held;
- * items go out as the consumer asks) -> ended. Cancel while waiting
- * cancels the store's request and ends when its callback comes (so nothing
- * of this producer runs after stream_finish); otherwise it ends at once.
- *
- * The query vector, when the options ask for vectors, comes from the
- * built-in hashed embedder (search/embed.h), computed on the loop at the
- * start (tens of microseconds for a question): only stored vectors of the
- * same dimension are compared with it. TODO: stored vectors come only from
- * callers (engram_op.embedding) for now; computing them on write with the
- * hashed embedder (when an op has none) is what makes vector_weight useful
- * by default, and is not done yet.
+ * States: idle (attached, nothing asked yet) -> [embedding (the query's
+ * vector) -> index (the vector index's best memories)] -> waiting (the
+ * store's candidates request runs) -> ranked (the set and its order are
+ * held; items go out as the consumer asks) -> ended. The bracketed steps
+ * run for the vector strategy, and for hybrid with vector_weight > 0 when
+ * the handle has an embedder (without a vector index, the fusion ranks the
+ * lexical candidates alone). Cancel in a waiting state cancels what runs
+ * (the embedding, the index search, the store's request) and ends when its
+ * callback comes, so nothing of this producer runs after stream_finish;
+ * otherwise it ends at once.
  */
 #include <math.h>
 #include <stdio.h>
@@ -39,10 +36,14 @@
 #define DEFAULT_IMPORTANCE_WEIGHT 0.2
 #define MAX_CANDIDATES 1000u
 #define MAX_WINDOW 16u
+#define DEFAULT_MAX_SCORED 2048u
+#define MIN_MAX_SCORED 100u
+#define MAX_MAX_SCORED 10000000u
 
 void engram_search_options_init(engram_search_options *o) {
   memset(o, 0, sizeof *o);
   o->candidates = DEFAULT_CANDIDATES;
+  o->max_scored = DEFAULT_MAX_SCORED;
   o->window = DEFAULT_WINDOW;
   o->k1 = DEFAULT_K1;
   o->b = DEFAULT_B;
@@ -66,6 +67,8 @@ int search_options_check(const engram_search_options *o, char *msg,
   const char *bad = NULL;
   if (o->candidates < 1 || o->candidates > MAX_CANDIDATES)
     bad = "candidates must be from 1 to 1000";
+  else if (o->max_scored < MIN_MAX_SCORED || o->max_scored > MAX_MAX_SCORED)
+    bad = "max_scored must be from 100 to 10000000";
   else if (o->window > MAX_WINDOW)
     bad = "window must be from 0 to 16";
   else if (!in_range(o->k1, 0, 100))
@@ -101,6 +104,8 @@ int engram_strategy_parse(const char *name, engram_strategy *out) {
     *out = ENGRAM_STRATEGY_LEXICAL;
   else if (name && strcmp(name, "hybrid") == 0)
     *out = ENGRAM_STRATEGY_HYBRID;
+  else if (name && strcmp(name, "vector") == 0)
+    *out = ENGRAM_STRATEGY_VECTOR;
   else if (name && strcmp(name, "default") == 0)
     *out = ENGRAM_STRATEGY_DEFAULT;
   else
@@ -116,26 +121,35 @@ const char *engram_strategy_name(engram_strategy strategy) {
     return "lexical";
   case ENGRAM_STRATEGY_HYBRID:
     return "hybrid";
+  case ENGRAM_STRATEGY_VECTOR:
+    return "vector";
   }
   return NULL;
 }
 
 /* ------------------------------------------------------------ stream */
 
-enum { H_IDLE, H_WAITING, H_RANKED, H_ENDED };
+enum { H_IDLE, H_EMBEDDING, H_INDEX, H_WAITING, H_RANKED, H_ENDED };
 
 typedef struct hybrid {
   store *st;
   engram_stream *s;
   store_candidates_req req;
+  search_embed_req ereq;
+  vector_index_req *ireq;
   int state;
   int cancelled;
+  int vectors; /* the vector step runs (embedder given, and asked for) */
   /* the query, owned */
   search_hybrid_query q;
   engram_search_options opt;
-  char *ns, *text, *meta_key, *meta_value;
+  char *ns, *text, *meta_key, *meta_value, *space_name, *db_space;
   float *qvec;
   size_t dim;
+  /* the vector index's hits */
+  char (*ids)[ENGRAM_ID_LEN + 1];
+  const char **id_ptrs;
+  size_t nids;
   /* the ranking */
   store_candidates *set;
   size_t *order;
@@ -162,6 +176,19 @@ static void h_emit(hybrid *h) {
     h_end(h, 0);
 }
 
+static const char *what(const hybrid *h) {
+  return h->q.vector_only ? "a vector search" : "a hybrid search";
+}
+
+/* Ends with status, logging msg (an error the caller cannot see
+ * otherwise). */
+static void h_fail(hybrid *h, int status, const char *msg) {
+  if (status != ENGRAM_ECANCELED)
+    rt_log(stream_rt(h->s), ENGRAM_LOG_ERROR, "%s failed: %s", what(h),
+           msg ? msg : engram_strerror(status));
+  h_end(h, status);
+}
+
 static void on_candidates(store_candidates_req *req, int status,
                           const char *message, store_candidates *set) {
   hybrid *h = req->data;
@@ -171,9 +198,7 @@ static void on_candidates(store_candidates_req *req, int status,
     return;
   }
   if (status != 0) {
-    rt_log(stream_rt(h->s), ENGRAM_LOG_ERROR, "a hybrid search failed: %s",
-           message ? message : engram_strerror(status));
-    h_end(h, status);
+    h_fail(h, status, message);
     return;
   }
   h->set = set;
@@ -186,6 +211,139 @@ static void on_candidates(store_candidates_req *req, int status,
   h_emit(h);
 }
 
+/* The store's step: lexical matches (none for the vector strategy), the
+ * vector hits, and the neighbours of both. */
+static void start_candidates(hybrid *h) {
+  int only = h->q.vector_only;
+  store_candidates_query cq = {.ns = h->ns,
+                               .text = only ? "" : h->text,
+                               .text_len = only ? 0 : h->q.text_len,
+                               .types = h->q.types,
+                               .limit = only ? 0 : h->opt.candidates,
+                               .window = only ? 0 : h->opt.window,
+                               .max_scored = h->opt.max_scored,
+                               .k1 = h->opt.k1,
+                               .b = h->opt.b,
+                               .meta_weight = h->opt.meta_weight,
+                               .ids = h->id_ptrs,
+                               .nids = h->nids};
+  h->req.cb = on_candidates;
+  h->req.data = h;
+  h->state = H_WAITING;
+  int rc = h->st->ops->candidates(h->st, &cq, &h->req);
+  if (rc != 0) {
+    h->state = H_IDLE;
+    h_fail(h, rc, "the store refused the candidates query");
+  }
+}
+
+static void on_index(vector_index_req *req, int status, const char *msg,
+                     const vector_index_hit *hits, size_t n, void *data) {
+  hybrid *h = data;
+  (void)req;
+  h->ireq = NULL;
+  if (h->cancelled || status == ENGRAM_ECANCELED) {
+    h_end(h, ENGRAM_ECANCELED);
+    return;
+  }
+  if (status != 0) {
+    h_fail(h, status, msg);
+    return;
+  }
+  if (n == 0 && h->q.vector_only) {
+    h_end(h, 0);
+    return;
+  }
+  h->ids = malloc((n ? n : 1) * sizeof *h->ids);
+  h->id_ptrs = malloc((n ? n : 1) * sizeof *h->id_ptrs);
+  if (!h->ids || !h->id_ptrs) {
+    h_end(h, ENGRAM_ENOMEM);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    memcpy(h->ids[i], hits[i].id, sizeof h->ids[i]);
+    h->id_ptrs[i] = h->ids[i];
+  }
+  h->nids = n;
+  start_candidates(h);
+}
+
+/* 0, or ENGRAM_EEMBEDDER with the reason in msg when the database's
+ * vectors are not of the space name/dim. */
+static int space_check(const hybrid *h, size_t dim, char *msg, size_t len) {
+  char mine[STORE_SPACE_LEN];
+  const char *db = h->db_space ? h->db_space : h->st->space;
+  if (!db[0] || dim == 0 ||
+      store_space_format(mine, h->space_name, (uint32_t)dim) != 0 ||
+      strcmp(mine, db) == 0)
+    return 0;
+  snprintf(msg, len,
+           "the database's vectors come from %s and this engram embeds with "
+           "%s: vectors of different embedders are never compared (run "
+           "`engram reembed` to switch the database to %s)",
+           db, mine, mine);
+  return ENGRAM_EEMBEDDER;
+}
+
+static int all_zero(const float *v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (v[i] != 0)
+      return 0;
+  return 1;
+}
+
+static void on_embedded(search_embed_req *req, int status, const char *msg,
+                        float *vectors, void *data) {
+  hybrid *h = data;
+  if (h->cancelled || status == ENGRAM_ECANCELED) {
+    h_end(h, ENGRAM_ECANCELED);
+    return;
+  }
+  if (status != 0) {
+    char why[320];
+    snprintf(why, sizeof why, "the query could not be embedded by %s: %s",
+             h->space_name, msg ? msg : engram_strerror(status));
+    h_fail(h, status, why);
+    return;
+  }
+  size_t dim = req->embedder->dim; /* an HTTP embedder knows it now */
+  char why[3 * STORE_SPACE_LEN + 200];
+  int rc = space_check(h, dim, why, sizeof why);
+  if (rc != 0) {
+    h_fail(h, rc, why);
+    return;
+  }
+  if (all_zero(vectors, dim)) {
+    /* Nothing to compare (a query without words). */
+    if (h->q.vector_only) {
+      h_end(h, 0);
+      return;
+    }
+    start_candidates(h);
+    return;
+  }
+  if (!(h->qvec = malloc(dim * sizeof *h->qvec))) {
+    h_end(h, ENGRAM_ENOMEM);
+    return;
+  }
+  memcpy(h->qvec, vectors, dim * sizeof *h->qvec);
+  h->dim = dim;
+  if (!h->q.index) {
+    start_candidates(h); /* fusion over the lexical candidates alone */
+    return;
+  }
+  vector_index_query iq = {.ns = h->ns,
+                           .space_name = h->space_name,
+                           .dim = (uint32_t)dim,
+                           .vector = h->qvec,
+                           .k = h->opt.candidates,
+                           .types = h->q.types};
+  h->state = H_INDEX;
+  rc = vector_index_search(h->q.index, &iq, on_index, h, &h->ireq);
+  if (rc != 0)
+    h_fail(h, rc, "the vector index refused the search");
+}
+
 static void h_pull(engram_stream *s, void *impl) {
   hybrid *h = impl;
   (void)s;
@@ -195,22 +353,25 @@ static void h_pull(engram_stream *s, void *impl) {
   }
   if (h->state != H_IDLE)
     return;
-  store_candidates_query cq = {.ns = h->ns,
-                               .text = h->text,
-                               .text_len = h->q.text_len,
-                               .types = h->q.types,
-                               .limit = h->opt.candidates,
-                               .window = h->opt.window,
-                               .k1 = h->opt.k1,
-                               .b = h->opt.b,
-                               .meta_weight = h->opt.meta_weight};
-  h->req.cb = on_candidates;
-  h->req.data = h;
-  h->state = H_WAITING;
-  int rc = h->st->ops->candidates(h->st, &cq, &h->req);
+  if (!h->vectors) {
+    start_candidates(h);
+    return;
+  }
+  if (h->q.text_len == 0) { /* nothing to embed */
+    if (h->q.vector_only)
+      h_end(h, 0);
+    else
+      start_candidates(h);
+    return;
+  }
+  const char *texts[1] = {h->text};
+  size_t lens[1] = {h->q.text_len};
+  h->state = H_EMBEDDING;
+  int rc =
+      search_embed(h->q.embedder, &h->ereq, texts, lens, 1, on_embedded, h);
   if (rc != 0) {
     h->state = H_IDLE;
-    h_end(h, rc);
+    h_fail(h, rc, "the embedder refused the query");
   }
 }
 
@@ -220,8 +381,15 @@ static void h_cancel(engram_stream *s, void *impl) {
   if (h->state == H_ENDED || h->cancelled)
     return;
   h->cancelled = 1;
-  if (h->state == H_WAITING) {
+  switch (h->state) {
+  case H_WAITING:
     h->st->ops->candidates_cancel(h->st, &h->req); /* on_candidates ends */
+    return;
+  case H_EMBEDDING:
+    search_embed_cancel(&h->ereq); /* on_embedded ends */
+    return;
+  case H_INDEX:
+    vector_index_cancel(h->ireq); /* on_index ends */
     return;
   }
   h_end(h, ENGRAM_ECANCELED);
@@ -236,7 +404,11 @@ static void h_destroy(void *impl) {
   free(h->text);
   free(h->meta_key);
   free(h->meta_value);
+  free(h->space_name);
+  free(h->db_space);
   free(h->qvec);
+  free(h->ids);
+  free(h->id_ptrs);
   free(h);
 }
 
@@ -251,27 +423,52 @@ static char *dup_or_null(const char *s, int *failed) {
   return d;
 }
 
-/* The query's vector from the hashed embedder with its default weights. */
-static int embed_query(hybrid *h) {
-  search_hashed emb;
-  if (search_hashed_init(&emb, NULL) != 0)
-    return ENGRAM_ENOMEM;
-  h->dim = emb.opt.dim;
-  h->qvec = malloc(h->dim * sizeof *h->qvec);
-  if (!h->qvec)
-    return ENGRAM_ENOMEM;
-  return search_hashed_embed(&emb, h->text, h->q.text_len, h->qvec);
+/* The vector step's preconditions: 0, or an error logged with what to
+ * do. */
+static int check_vectors(store *st, const search_hybrid_query *q) {
+  if (!q->embedder || !q->space_name) {
+    if (!q->vector_only)
+      return 0; /* no embedder: hybrid without vectors */
+    rt_log(st->rt, ENGRAM_LOG_ERROR,
+           "the vector strategy needs an embedder, and this engram has none "
+           "(embedder none): open it with one (hashed, or http:MODEL@URL) or "
+           "use the lexical or hybrid strategy");
+    return ENGRAM_EINVAL;
+  }
+  if (q->vector_only && !q->index) {
+    rt_log(st->rt, ENGRAM_LOG_ERROR,
+           "the vector strategy needs the handle's vector index");
+    return ENGRAM_EINVAL;
+  }
+  char mine[STORE_SPACE_LEN];
+  const char *db = q->db_space ? q->db_space : st->space;
+  if (db[0] && q->space_dim &&
+      store_space_format(mine, q->space_name, q->space_dim) == 0 &&
+      strcmp(mine, db) != 0) {
+    rt_log(st->rt, ENGRAM_LOG_ERROR,
+           "%s: the database's vectors come from %s and this engram embeds "
+           "with %s: vectors of different embedders are never compared (run "
+           "`engram reembed` to switch the database to %s)",
+           q->vector_only ? "vector search" : "hybrid search with vectors", db,
+           mine, mine);
+    return ENGRAM_EEMBEDDER;
+  }
+  return 0;
 }
 
 int search_hybrid_start(store *st, const search_hybrid_query *q,
                         engram_stream *s) {
   if (!st->ops->candidates || !st->ops->candidates_cancel) {
     rt_log(st->rt, ENGRAM_LOG_ERROR,
-           "hybrid search is not available on %s yet; use the lexical "
-           "strategy",
-           strcmp(st->ops->name, "postgresql") == 0 ? "PostgreSQL"
-                                                    : st->ops->name);
+           "%s search is not available on %s; use the lexical strategy",
+           q->vector_only ? "vector" : "hybrid", st->ops->name);
     return ENGRAM_EINVAL;
+  }
+  int want = q->vector_only || (q->opt->vector_weight > 0 && q->embedder);
+  if (want) {
+    int rc = check_vectors(st, q);
+    if (rc != 0)
+      return rc;
   }
   hybrid *h = calloc(1, sizeof *h);
   if (!h)
@@ -283,16 +480,19 @@ int search_hybrid_start(store *st, const search_hybrid_query *q,
   h->opt = *q->opt;
   h->q.opt = &h->opt;
   h->q.text_len = q->text_len ? q->text_len : strlen(q->text);
+  h->vectors = want && q->embedder != NULL;
   h->ns = dup_or_null(q->ns, &failed);
   h->text = dup_or_null(q->text, &failed);
   h->meta_key = dup_or_null(q->meta_key, &failed);
   h->meta_value = dup_or_null(q->meta_value, &failed);
+  h->space_name = dup_or_null(q->space_name, &failed);
+  h->db_space = dup_or_null(q->db_space, &failed);
   h->q.ns = h->ns;
   h->q.text = h->text;
   h->q.meta_key = h->meta_key;
   h->q.meta_value = h->meta_value;
-  if (!failed && h->opt.vector_weight > 0 && embed_query(h) != 0)
-    failed = 1;
+  h->q.space_name = h->space_name;
+  h->q.db_space = h->db_space;
   if (failed) {
     h_destroy(h);
     return ENGRAM_ENOMEM;

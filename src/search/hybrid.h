@@ -19,7 +19,11 @@
  *   3. session prior: every candidate gets session_weight * the best base
  *      score of its session;
  *   4. vector (vector_weight > 0 and a query vector): weighted reciprocal
- *      rank fusion of the ranks by steps 1-3 and by cosine similarity;
+ *      rank fusion of the ranks by steps 1-3 and by cosine similarity
+ *      (of every candidate whose stored vector is of the query's space:
+ *      matches, their neighbours, and the vector index's best
+ *      `candidates` memories, which the store adds with their own
+ *      neighbours);
  *   5. importance and temporal decay multiply the result;
  *   6. filters (metadata key = value, creation time range), min_relevance.
  * Steps 2 and 3 concern conversations, that is episodic memories: a
@@ -29,12 +33,19 @@
  * the same session when both have a metadata "session" and its values are
  * equal; when either lacks it, when their creation times are at most
  * session_gap_ms apart.
+ *
+ * The vector strategy is the same stream without the lexical step: the
+ * query's vector, the vector index's best `candidates` memories of the
+ * wanted types, read from the store (no neighbours), ranked by cosine,
+ * the filters of step 6 applied.
  */
 #ifndef ENGRAM_SEARCH_HYBRID_H
 #define ENGRAM_SEARCH_HYBRID_H
 
 #include "engram.h"
 #include "rt/stream.h"
+#include "search/embed.h"
+#include "search/vector_index.h"
 #include "store/store.h"
 
 /* A hybrid query; the start function copies what it keeps. opt is
@@ -51,20 +62,37 @@ typedef struct search_hybrid_query {
   int64_t created_after_ms; /* filter: 0 for no bound */
   int64_t created_before_ms;
   int64_t now_ms; /* for decay */
+  /* Vectors (the vector strategy, or vector_weight > 0): the handle's
+   * embedder and vector index, both NULL without an embedder. The space is
+   * the embedder's name and dimension (0: not known yet, an HTTP embedder
+   * that has not answered); db_space the database's ("NAME/DIM", "" when
+   * it has no vector yet; NULL: the store's st->space). */
+  search_embedder *embedder;
+  vector_index *index;
+  const char *space_name;
+  uint32_t space_dim;
+  const char *db_space;
+  int vector_only; /* the vector strategy: no lexical step */
 } search_hybrid_query;
 
 /* 0, or ENGRAM_EINVAL with a message in msg (which field is wrong). */
 int search_options_check(const engram_search_options *o, char *msg,
                          size_t msglen);
 
-/* Attaches the hybrid producer to s. ENGRAM_EINVAL when the store has no
- * candidates operation (PostgreSQL, for now), ENGRAM_ENOMEM. */
+/* Attaches the hybrid producer to s (the vector strategy too, with
+ * q->vector_only). ENGRAM_EINVAL when the store has no candidates
+ * operation, or the vector strategy is asked of a handle without an
+ * embedder; ENGRAM_EEMBEDDER when the database's vectors are another
+ * embedder's (both logged with what to do); ENGRAM_ENOMEM. */
 int search_hybrid_start(store *st, const search_hybrid_query *q,
                         engram_stream *s);
 
 /* The ranking alone: the indexes of the candidates to deliver, best first,
  * in *order (n of them) with their relevance in [0, 1] in *relevance (both
- * malloc'd, to free). qvec (dim floats, L2-normalized) may be NULL. 0 or
+ * malloc'd, to free). qvec (dim floats) may be NULL; a candidate's cosine
+ * comes from its stored vector when that is of the query's space
+ * (q->space_name, dim). q->vector_only: the vector hits (c->vhit) with a
+ * positive cosine, by cosine, relevance = cosine, filters applied. 0 or
  * ENGRAM_ENOMEM. */
 int search_hybrid_rank(const store_candidates *c, const search_hybrid_query *q,
                        const float *qvec, size_t dim, size_t **order,

@@ -202,6 +202,22 @@ static int passes_filters(const engram_node *n, const search_hybrid_query *q) {
   return 1;
 }
 
+/* The cosine of the query (dim floats, norm qnorm > 0) and the stored
+ * vector of node, 0 when that is not of the query's space. */
+static double cosine(const engram_node *node, const search_hybrid_query *q,
+                     const float *qvec, size_t dim, double qnorm) {
+  if (!node->embedding || node->embedding_dim != dim ||
+      (q->space_name &&
+       (!node->embedder || strcmp(node->embedder, q->space_name) != 0)))
+    return 0;
+  double dot = 0, norm = 0;
+  for (size_t k = 0; k < dim; k++) {
+    dot += (double)qvec[k] * (double)node->embedding[k];
+    norm += (double)node->embedding[k] * (double)node->embedding[k];
+  }
+  return norm > 0 ? dot / (qnorm * sqrt(norm)) : 0;
+}
+
 /* Fills order[] (indexes by score, best first) over the candidates with a
  * positive score; returns how many. */
 static size_t rank_by(const double *score, size_t n, ranked *scratch) {
@@ -281,24 +297,47 @@ int search_hybrid_rank(const store_candidates *c, const search_hybrid_query *q,
     if (conversational(c->nodes[i]))
       total[i] += o->session_weight * best[session[i]];
 
+  double qnorm = 0;
+  for (size_t k = 0; qvec && k < dim; k++)
+    qnorm += (double)qvec[k] * (double)qvec[k];
+  qnorm = sqrt(qnorm);
+
+  /* The vector strategy: the vector hits by cosine, and nothing else. */
+  if (q->vector_only) {
+    size_t out = 0;
+    for (size_t i = 0; i < n && qnorm > 0; i++) {
+      double sim =
+          c->vhit && c->vhit[i] ? cosine(c->nodes[i], q, qvec, dim, qnorm) : 0;
+      if (sim > 0 && passes_filters(c->nodes[i], q))
+        scratch[out++] = (ranked){i, sim > 1 ? 1 : sim};
+    }
+    qsort(scratch, out, sizeof *scratch, by_score);
+    size_t kept = 0;
+    for (size_t r = 0; r < out; r++) {
+      if (scratch[r].score < q->min_relevance)
+        continue;
+      order[kept] = scratch[r].index;
+      relevance[kept++] = scratch[r].score;
+    }
+    *order_out = order;
+    *relevance_out = relevance;
+    *n_out = kept;
+    order = NULL;
+    relevance = NULL;
+    rc = 0;
+    goto done;
+  }
+
   /* Fusion with the vector ranking, or the lexical total alone. */
-  int fuse = o->vector_weight > 0 && qvec && dim > 0;
+  int fuse = o->vector_weight > 0 && qvec && dim > 0 && qnorm > 0;
   if (fuse) {
     size_t lex = rank_by(total, n, scratch);
     for (size_t r = 0; r < lex; r++)
       fused[scratch[r].index] = 1.0 / (o->rrf_k + (double)r + 1.0);
-    double *cosine = total; /* reused: the lexical ranks are taken */
-    for (size_t i = 0; i < n; i++) {
-      const engram_node *node = c->nodes[i];
-      cosine[i] = 0;
-      if (node->embedding && node->embedding_dim == dim) {
-        double dot = 0;
-        for (size_t k = 0; k < dim; k++)
-          dot += (double)qvec[k] * (double)node->embedding[k];
-        cosine[i] = dot;
-      }
-    }
-    size_t vec = rank_by(cosine, n, scratch);
+    double *sims = total; /* reused: the lexical ranks are taken */
+    for (size_t i = 0; i < n; i++)
+      sims[i] = cosine(c->nodes[i], q, qvec, dim, qnorm);
+    size_t vec = rank_by(sims, n, scratch);
     for (size_t r = 0; r < vec; r++)
       fused[scratch[r].index] +=
           o->vector_weight / (o->rrf_k + (double)r + 1.0);

@@ -4,8 +4,8 @@
  * like one with I/O latency (a remote server, a cold disk) so that deadlines
  * and cancellation can be exercised for real.
  *
- * Writes and one-shot reads pass straight through; hybrid search's
- * candidates are held for the delay as one item. A stream of the delay
+ * Writes, one-shot reads and the vector index's catch-up pass straight
+ * through; hybrid search's candidates are held for the delay as one item. A stream of the delay
  * store wraps a stream of the inner store: it asks the inner stream for one
  * item at a time, holds it for the delay on a timer (no thread), then
  * delivers it. Cancelling the outer stream cancels the inner one, so the
@@ -290,6 +290,21 @@ static void d_candidates_cancel(store *st, store_candidates_req *req) {
     ds->inner->ops->candidates_cancel(ds->inner, &dc->inner);
 }
 
+/* The vector index's catch-up is not a search result: it passes straight
+ * through (the inner store calls req back itself). */
+static int d_vectors(store *st, const store_vectors_query *q,
+                     store_vectors_req *req) {
+  delay_store *ds = (delay_store *)st;
+  if (!ds->inner->ops->vectors)
+    return ENGRAM_EINVAL;
+  return ds->inner->ops->vectors(ds->inner, q, req);
+}
+
+static void d_vectors_cancel(store *st, store_vectors_req *req) {
+  delay_store *ds = (delay_store *)st;
+  ds->inner->ops->vectors_cancel(ds->inner, req);
+}
+
 static const store_ops delay_ops = {
     "delay",
     d_open,
@@ -304,6 +319,8 @@ static const store_ops delay_ops = {
     d_traverse,
     d_candidates,
     d_candidates_cancel,
+    d_vectors,
+    d_vectors_cancel,
 };
 
 store *store_delay_new(store *inner, uint64_t delay_ms) {

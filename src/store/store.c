@@ -49,6 +49,7 @@ void store_candidates_free(store_candidates *c) {
   free(c->score);
   free(c->hit);
   free(c->adjacent);
+  free(c->vhit);
   free(c);
 }
 
@@ -91,4 +92,32 @@ void store_rels_free(engram_rel *rels, size_t n) {
     free((char *)rels[i].kind);
   }
   free(rels);
+}
+
+int store_space_format(char *out, const char *name, uint32_t dim) {
+  if (!name || !*name || dim == 0)
+    return ENGRAM_EINVAL;
+  int n = snprintf(out, STORE_SPACE_LEN, "%s/%u", name, (unsigned)dim);
+  return n > 0 && n < STORE_SPACE_LEN ? 0 : ENGRAM_EINVAL;
+}
+
+int store_space_mismatch(engram_op *op, const char *have, const char *wanted) {
+  snprintf(op->message, sizeof op->message,
+           "the database's vectors come from %s, this one from %s: vectors "
+           "of different embedders are never mixed (run `engram reembed` "
+           "to switch)",
+           have, wanted);
+  return ENGRAM_EEMBEDDER;
+}
+
+void store_vectors_free(store_vectors *v) {
+  if (!v)
+    return;
+  free(v->ids);
+  free(v->seq);
+  free(v->type);
+  free(v->has_vector);
+  free(v->vectors);
+  free(v->removed);
+  free(v);
 }

@@ -23,6 +23,32 @@
 
 typedef struct store store;
 
+/* The vector space of a database: the embedder whose vectors it holds and
+ * their dimension, recorded in the database (table engram_meta, key
+ * "embedder", value "NAME/DIM") by the first write of a vector and changed
+ * only by an op of kind STORE_OP_SET_SPACE (engram_reembed). A write of a
+ * vector of another space fails with ENGRAM_EEMBEDDER; vectors of an older
+ * space stay stored until re-embedded, but vector search skips them. */
+#define STORE_SPACE_LEN 160
+/* "NAME/DIM" into out (STORE_SPACE_LEN); 0, or ENGRAM_EINVAL when the name
+ * is empty or too long. */
+int store_space_format(char *out, const char *name, uint32_t dim);
+/* Fails op with ENGRAM_EEMBEDDER: its vector (space `wanted`) is not of
+ * the database's (`have`). Returns the code. */
+int store_space_mismatch(engram_op *op, const char *have, const char *wanted);
+
+/* An internal op kind, never accepted from a caller: sets the database's
+ * vector space to op->embedder / op->embedding_dim (ns and the other fields
+ * unused). engram_reembed's first batch. */
+#define STORE_OP_SET_SPACE ((engram_op_kind)100)
+/* Another (engram_reembed): sets the vector of memory op->id in op->ns to
+ * op->embedding / embedding_dim / embedder (checked against the space like
+ * any vector) if the memory still has the content whose hash is the
+ * batch's content_hash of the op (of op->content); a memory deleted or
+ * changed since is left alone, which is not an error. Advances the change
+ * sequence; writes no history and leaves updated_ms as it is. */
+#define STORE_OP_SET_VECTOR ((engram_op_kind)101)
+
 /* A unit of writes that commits atomically. Built and owned by the API
  * layer: ops and every string they point to live as long as the batch.
  * For ADD ops, result_id is already set to the id to insert, and
@@ -40,6 +66,15 @@ struct store_batch {
   void *data;
   store_batch *next; /* for the backend's queue */
 };
+
+/* Every ADD, UPDATE and DELETE also advances its namespace's change
+ * sequence (table ns_seq) in the same transaction and stamps the memory
+ * with it (column vseq; a deleted memory leaves its id and the sequence in
+ * table removed), so that a cache of a namespace (the vector index) can
+ * catch up with every writer, in this process or another, by asking what
+ * changed after the sequence it has seen (store_ops.vectors). Writers of a
+ * namespace serialize on its ns_seq row, so sequence order is commit order
+ * on both backends. */
 
 /* A read query, owned by the caller until the stream's producer is attached
  * (the backend copies what it keeps). */
@@ -67,9 +102,17 @@ typedef struct store_candidates_query {
                          matches and to their neighbours alike */
   size_t limit;       /* lexical matches, best first: at most this many */
   size_t window;      /* neighbours taken before and after each match */
+  size_t max_scored;  /* matches scored at most (the newest, when the rarest
+                         words match more); 0: no cap */
   double k1, b;       /* BM25 parameters */
   double meta_weight; /* a word found in the metadata values counts this
                          much against one found in the content */
+  /* Vector hits (hybrid search's vector step): memories of ns taken as
+   * well, with their neighbours, like matches but marked vhit (unknown
+   * ids, other namespaces and unwanted types are left out). With text of
+   * no word, or limit 0, only these. */
+  const char *const *ids;
+  size_t nids;
 } store_candidates_query;
 
 /* The answer, one owned allocation per array, freed by
@@ -83,6 +126,7 @@ typedef struct store_candidates {
   double *score;           /* the raw BM25 score of a match; 0 otherwise */
   unsigned char *hit;      /* 1: a lexical match; 0: a neighbour only */
   unsigned char *adjacent; /* adjacent[0] is 0 */
+  unsigned char *vhit;     /* 1: one of the query's ids */
 } store_candidates;
 
 void store_candidates_free(store_candidates *c);
@@ -99,6 +143,51 @@ struct store_candidates_req {
   store_candidates_cb cb;
   void *data;
   void *impl; /* the backend's state while the operation runs */
+};
+
+/* The vector index's catch-up (src/search/vector_index.c): one page of the
+ * memories of ns stamped after a point, with their vectors of one space.
+ * Owned by the caller until the start function returns. */
+typedef struct store_vectors_query {
+  const char *ns;
+  const char *embedder; /* the space: name and dim */
+  uint32_t dim;
+  int64_t after_seq;    /* rows stamped after this; -1: every row */
+  /* Continuing a catch-up: rows after (after_row_seq, after_id) in
+   * (vseq, id) order; after_id NULL: from the start (after_seq). */
+  int64_t after_row_seq;
+  const char *after_id;
+  size_t limit;         /* rows per page, >= 1 */
+  int removed;          /* 1: also the ids removed after after_seq */
+} store_vectors_query;
+
+/* One page, one owned allocation per array, freed by store_vectors_free.
+ * Rows are in (vseq, id) order. */
+typedef struct store_vectors {
+  int64_t ns_seq;   /* the namespace's sequence at the read (0: never
+                       written) */
+  size_t n;
+  char (*ids)[ENGRAM_ID_LEN + 1];
+  int64_t *seq;     /* each row's vseq */
+  unsigned char *type; /* engram_type */
+  unsigned char *has_vector; /* 0: no vector of the space (drop the id) */
+  float *vectors;   /* n * dim; a row without a vector is zeros */
+  size_t nremoved;
+  char (*removed)[ENGRAM_ID_LEN + 1];
+} store_vectors;
+
+void store_vectors_free(store_vectors *v);
+
+/* A vectors operation in flight, like store_candidates_req: cb exactly
+ * once, on the loop, never inside the start function; with 0 and the page
+ * (the callee owns it), an error and a message, or ENGRAM_ECANCELED. */
+typedef struct store_vectors_req store_vectors_req;
+typedef void (*store_vectors_cb)(store_vectors_req *req, int status,
+                                 const char *message, store_vectors *page);
+struct store_vectors_req {
+  store_vectors_cb cb;
+  void *data;
+  void *impl;
 };
 
 typedef void (*store_open_cb)(store *st, int status, const char *message,
@@ -134,6 +223,11 @@ typedef struct store_ops {
   /* req is running: its callback comes with ENGRAM_ECANCELED as soon as
    * possible (never inside this call). Idempotent. */
   void (*candidates_cancel)(store *st, store_candidates_req *req);
+  /* The vector index's catch-up (see store_vectors_query). 0: req->cb
+   * follows; else an error and no callback. */
+  int (*vectors)(store *st, const store_vectors_query *q,
+                 store_vectors_req *req);
+  void (*vectors_cancel)(store *st, store_vectors_req *req);
 } store_ops;
 
 /* The common head of every backend's store object. */
@@ -145,6 +239,11 @@ struct store {
   uint64_t write_batches;
   uint64_t write_batch_sizes[ENGRAM_BATCH_BUCKETS]; /* see engram_stats */
   uint64_t queries_running; /* statements started and not yet reset */
+  /* The database's vector space ("NAME/DIM", "" when it has none yet):
+   * read by open, kept current by the writer after each commit (on the
+   * loop). Another process may change it (engram_reembed there); the
+   * writer checks the recorded value inside each transaction. */
+  char space[STORE_SPACE_LEN];
 };
 
 /* Counts one group commit of ops writes in the store's statistics. */

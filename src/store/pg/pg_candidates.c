@@ -26,6 +26,10 @@
  * hit is scored, as search does) plus limit * (2 * window + 1) rows, which
  * the API layer caps.
  *
+ * Vector hits (store_candidates_query.ids) are seeds of runs like the
+ * matches, marked vhit, without a score; with no word to match, a smaller
+ * statement (vector_hits_sql) reads them and their neighbours alone.
+ *
  * The scores differ from SQLite's where search's do (pg_stream.c: the
  * statistics are the namespace's, not the table's), which hybrid ranking
  * normalises away; the order of matches is the same in the common cases.
@@ -45,32 +49,59 @@
 
 #define CAND_FILTER(alias) PG_TYPE_FILTER(alias, "$3")
 
+/* The runs around each seed (a CTE of tid, id): the seed and the WINDOW
+ * memories of the wanted types ($3) of namespace $1 before and after it,
+ * merged by id, a member adjacent when its predecessor is in one of its
+ * runs. */
+#define RUN_CTES(SEED, WINDOW)                                                 \
+  "run AS MATERIALIZED ("                                                      \
+  " SELECT r.tid, r.id,"                                                       \
+  "  lag(r.id) OVER (PARTITION BY t.id ORDER BY r.id) IS NOT NULL AS linked"   \
+  " FROM " SEED " t CROSS JOIN LATERAL ("                                      \
+  "  SELECT t.tid, t.id"                                                       \
+  "  UNION ALL (SELECT m.ctid, m.id FROM memories m"                           \
+  "   WHERE m.ns = $1::text AND m.id < t.id AND " CAND_FILTER("m")             \
+  "   ORDER BY m.id DESC LIMIT " WINDOW ")"                                    \
+  "  UNION ALL (SELECT m.ctid, m.id FROM memories m"                           \
+  "   WHERE m.ns = $1::text AND m.id > t.id AND " CAND_FILTER("m")             \
+  "   ORDER BY m.id LIMIT " WINDOW ")) r),"                                    \
+  "member AS MATERIALIZED ("                                                   \
+  " SELECT run.tid, run.id, bool_or(run.linked) AS adjacent FROM run"          \
+  " GROUP BY run.tid, run.id)"
+
+/* The vector hits: the memories of ids IDS (a uuid[]) in namespace $1, of
+ * the wanted types. */
+#define VEC_CTE(IDS)                                                           \
+  "vec AS MATERIALIZED ("                                                      \
+  " SELECT m.ctid AS tid, m.id FROM memories m"                                \
+  " WHERE m.id = ANY(" IDS "::uuid[]) AND m.ns = $1::text"                     \
+  " AND " CAND_FILTER("m") "),"
+
 /* $1 ns, $2 the words (text[]), $3 the types mask, $4 k1, $5 b,
- * $6 meta_weight, $7 limit, $8 window. Rows: PG_NODE_COLUMNS, the score
- * (NULL: a neighbour only), adjacent. */
+ * $6 meta_weight, $7 limit, $8 window, $9 the vector hits' ids (uuid[]).
+ * Rows: PG_NODE_COLUMNS, the score (NULL: not a match), adjacent, vhit. */
 static const char candidates_sql[] =
     "WITH " PG_SCORE_CTES("$4::float8", "$5::float8", "$6::float8") ","
     "top AS MATERIALIZED ("
     " SELECT sc.tid, sc.id, sc.s FROM score sc"
     " ORDER BY sc.s DESC, sc.id LIMIT $7::bigint),"
-    "run AS MATERIALIZED ("
-    " SELECT r.tid, r.id,"
-    "  lag(r.id) OVER (PARTITION BY t.id ORDER BY r.id) IS NOT NULL AS linked"
-    " FROM top t CROSS JOIN LATERAL ("
-    "  SELECT t.tid, t.id"
-    "  UNION ALL (SELECT m.ctid, m.id FROM memories m"
-    "   WHERE m.ns = $1::text AND m.id < t.id AND " CAND_FILTER("m")
-    "   ORDER BY m.id DESC LIMIT $8::bigint)"
-    "  UNION ALL (SELECT m.ctid, m.id FROM memories m"
-    "   WHERE m.ns = $1::text AND m.id > t.id AND " CAND_FILTER("m")
-    "   ORDER BY m.id LIMIT $8::bigint)) r),"
-    "member AS MATERIALIZED ("
-    " SELECT run.tid, run.id, bool_or(run.linked) AS adjacent FROM run"
-    " GROUP BY run.tid, run.id)"
-    "SELECT " PG_NODE_COLUMNS ", t.s, mb.adjacent"
+    VEC_CTE("$9")
+    "seed AS MATERIALIZED ("
+    " SELECT tid, id FROM top UNION ALL"
+    " SELECT tid, id FROM vec WHERE id NOT IN (SELECT id FROM top)),"
+    RUN_CTES("seed", "$8::bigint")
+    "SELECT " PG_NODE_COLUMNS ", t.s, mb.adjacent, v.id IS NOT NULL"
     " FROM member mb JOIN memories m ON m.ctid = mb.tid"
-    " LEFT JOIN top t ON t.id = mb.id"
+    " LEFT JOIN top t ON t.id = mb.id LEFT JOIN vec v ON v.id = mb.id"
     " ORDER BY mb.id";
+
+/* No word to match: the vector hits alone and their neighbours. $1 ns,
+ * $2 the ids (uuid[]), $3 the types mask, $4 window; rows as above. */
+static const char vector_hits_sql[] =
+    "WITH " VEC_CTE("$2") RUN_CTES("vec", "$4::bigint")
+    "SELECT " PG_NODE_COLUMNS ", NULL::float8, mb.adjacent, v.id IS NOT NULL"
+    " FROM member mb JOIN memories m ON m.ctid = mb.tid"
+    " LEFT JOIN vec v ON v.id = mb.id ORDER BY mb.id";
 
 /* As for search (pg_stream.c): JIT costs more than the query; a word with
  * no lexeme raises a notice. Both end with the transaction. */
@@ -79,7 +110,7 @@ static const char settings_sql[] =
     " set_config('client_min_messages', 'warning', true)";
 
 #define QUERY_CMD 2 /* BEGIN, settings, the query, COMMIT */
-#define NPARAMS 8
+#define NPARAMS 9
 
 typedef struct cand_req {
   pg_store *st;
@@ -92,6 +123,7 @@ typedef struct cand_req {
   int deferred;   /* the task is out */
   int cancelled;
   int empty;      /* nothing to look for */
+  int ids_only;   /* no word: the vector hits alone (vector_hits_sql) */
   char *values[NPARAMS];
   int status;
   char msg[PG_MSG_LEN];
@@ -114,7 +146,8 @@ static store_candidates *set_new(size_t n) {
   c->score = calloc(m, sizeof *c->score);
   c->hit = calloc(m, 1);
   c->adjacent = calloc(m, 1);
-  if (!c->nodes || !c->score || !c->hit || !c->adjacent) {
+  c->vhit = calloc(m, 1);
+  if (!c->nodes || !c->score || !c->hit || !c->adjacent || !c->vhit) {
     store_candidates_free(c);
     return NULL;
   }
@@ -183,9 +216,11 @@ static void read_rows(cand_req *r, const PGresult *res) {
     int hit = !PQgetisnull(res, i, PG_NODE_NCOLUMNS);
     double score = hit ? strtod(PQgetvalue(res, i, PG_NODE_NCOLUMNS), NULL) : 0;
     const char *adjacent = PQgetvalue(res, i, PG_NODE_NCOLUMNS + 1);
+    const char *vhit = PQgetvalue(res, i, PG_NODE_NCOLUMNS + 2);
     c->nodes[c->n] = node;
     c->score[c->n] = score > 0 ? score : 0;
     c->hit[c->n] = (unsigned char)hit;
+    c->vhit[c->n] = (unsigned char)(vhit[0] == 't');
     c->adjacent[c->n] =
         (unsigned char)(c->n > 0 && !lost_prev && adjacent[0] == 't');
     lost_prev = 0;
@@ -236,8 +271,14 @@ static void cand_send(cand_req *r, pg_conn *c) {
   pg_exchange_begin(c, &r->ex);
   pg_exchange_sql(c, "BEGIN READ ONLY", 0, NULL, NULL);
   pg_exchange_sql(c, settings_sql, 0, NULL, NULL);
-  pg_exchange_sql(c, candidates_sql, NPARAMS,
-                  (const char *const *)r->values, NULL);
+  if (r->ids_only) {
+    const char *values[4] = {r->values[0], r->values[8], r->values[2],
+                             r->values[7]};
+    pg_exchange_sql(c, vector_hits_sql, 4, values, NULL);
+  } else {
+    pg_exchange_sql(c, candidates_sql, NPARAMS,
+                    (const char *const *)r->values, NULL);
+  }
   pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
   pg_exchange_end(c);
 }
@@ -290,6 +331,28 @@ static char *format_double(double v) {
   return strdup(buf);
 }
 
+/* The ids as a uuid[] literal, the canonical ones only (nothing else
+ * could be a memory's id); *kept gets their count. */
+static char *format_ids(const char *const *ids, size_t n, size_t *kept) {
+  char *text = malloc(n * (ENGRAM_ID_LEN + 1) + 3);
+  if (!text)
+    return NULL;
+  size_t len = 0;
+  *kept = 0;
+  text[len++] = '{';
+  for (size_t i = 0; i < n; i++) {
+    if (!ids[i] || !engram_id_valid(ids[i]))
+      continue;
+    if ((*kept)++)
+      text[len++] = ',';
+    memcpy(text + len, ids[i], ENGRAM_ID_LEN);
+    len += ENGRAM_ID_LEN;
+  }
+  text[len++] = '}';
+  text[len] = '\0';
+  return text;
+}
+
 static char *format_size(size_t v) {
   char buf[24];
   snprintf(buf, sizeof buf, "%zu", v);
@@ -323,13 +386,18 @@ int pg_candidates(store *base, const store_candidates_query *q,
   r->values[5] = format_double(q->meta_weight);
   r->values[6] = format_size(q->limit);
   r->values[7] = format_size(q->window);
+  size_t nids = 0;
+  r->values[8] = format_ids(q->ids, q->ids ? q->nids : 0, &nids);
+  /* q->max_scored is not used yet: every hit of the namespace is scored
+   * (SQLite caps the matches it scores, see sqlite_candidates.c). */
   for (int i = 0; i < NPARAMS; i++)
     if (!r->values[i]) {
       cand_free(r);
       return ENGRAM_ENOMEM;
     }
   req->impl = r;
-  if (words == 0 || q->limit == 0) {
+  r->ids_only = (words == 0 || q->limit == 0) && nids > 0;
+  if ((words == 0 || q->limit == 0) && !r->ids_only) {
     /* Nothing to look for: an empty set, still from the loop, later. */
     r->empty = 1;
     if (defer(r) != 0) {

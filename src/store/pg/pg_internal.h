@@ -38,7 +38,7 @@
 
 #include "store/store.h"
 
-#define PG_SCHEMA_VERSION 1 /* the newest schema this code knows */
+#define PG_SCHEMA_VERSION 2 /* the newest schema this code knows */
 #define PG_DEFAULT_READERS 8
 #define PG_MSG_LEN 256
 #define PG_MAX_STMTS 48        /* prepared statements one connection keeps */
@@ -54,8 +54,8 @@
 #define PG_NODE_COLUMNS                                                        \
   "m.id, m.ns, m.type, m.content, m.content_hash, m.created_ms, "              \
   "m.updated_ms, m.accessed_ms, m.importance, m.metadata, m.embedding, "       \
-  "m.embedding_dim"
-#define PG_NODE_NCOLUMNS 12
+  "m.embedding_dim, m.embedder"
+#define PG_NODE_NCOLUMNS 13
 
 /* The text search configuration (an SQL expression) that search parses
  * the user's words with (pg_stream.c, pg_candidates.c); it must be the one
@@ -436,6 +436,11 @@ int pg_search_words(const char *text, size_t len, char **out,
 int pg_candidates(store *base, const store_candidates_query *q,
                   store_candidates_req *req);
 void pg_candidates_cancel(store *base, store_candidates_req *req);
+
+/* pg_vectors.c: the vector index's catch-up (store.h). */
+int pg_vectors(store *base, const store_vectors_query *q,
+               store_vectors_req *req);
+void pg_vectors_cancel(store *base, store_vectors_req *req);
 
 /* pg_stream.c, pg_traverse.c */
 int pg_stream_search(store *base, const store_query *q, engram_stream *s);

@@ -16,6 +16,13 @@
  * history) with no engram_schema beside them belong to another program:
  * ENGRAM_ECORRUPT, and they are left untouched.
  *
+ * Schema v2 (vectors computed on write) mirrors SQLite's v3: which
+ * embedder made each vector, the database's vector space (engram_meta),
+ * the per-namespace change sequence (ns_seq, memories.vseq, removed); see
+ * store.h. The writer bumps ns_seq's row inside each transaction, so
+ * writers of one namespace serialize on that row and a sequence number is
+ * visible only once everything before it is.
+ *
  * Names are unqualified, so the connection's search_path decides where the
  * tables live: `options=-csearch_path=X` in the connection string puts an
  * instance in schema X (which must exist).
@@ -138,14 +145,30 @@ static const char *const v1[] = {
     "CREATE INDEX history_memory ON history (memory_id, seq)",
 };
 
+static const char *const v2[] = {
+    "ALTER TABLE memories ADD COLUMN embedder text",
+    "ALTER TABLE memories ADD COLUMN vseq bigint NOT NULL DEFAULT 0",
+    "UPDATE memories SET embedder = 'client' WHERE embedding IS NOT NULL",
+    "CREATE INDEX memories_ns_vseq ON memories (ns, vseq, id)",
+    "CREATE TABLE ns_seq(ns text PRIMARY KEY, seq bigint NOT NULL)",
+    "CREATE TABLE removed(ns text NOT NULL, id uuid NOT NULL,"
+    " seq bigint NOT NULL)",
+    "CREATE INDEX removed_ns_seq ON removed (ns, seq)",
+    "CREATE TABLE engram_meta(key text PRIMARY KEY, value text NOT NULL)",
+};
+
 static const struct {
   const char *const *sql;
   size_t n;
 } steps[PG_SCHEMA_VERSION] = {
     {v1, sizeof v1 / sizeof v1[0]}, /* 0 -> 1 */
+    {v2, sizeof v2 / sizeof v2[0]}, /* 1 -> 2 */
 };
 
 enum { P_PROBE, P_VERSION, P_APPLY, P_COMMIT };
+
+/* The database's vector space (store.h), read as the open finishes. */
+#define SPACE_SQL "SELECT value FROM engram_meta WHERE key = 'embedder'"
 
 struct pg_migrate {
   pg_exchange ex;
@@ -165,6 +188,7 @@ struct pg_migrate {
   /* the command number of the unaccent extension's creation in the
    * P_APPLY exchange, or -1 */
   long extension_cmd;
+  long space_cmd; /* the command reading the vector space, or -1 */
 };
 
 static void finish(pg_migrate *m, int status, const char *msg) {
@@ -226,6 +250,12 @@ static void on_result(pg_exchange *ex, unsigned cmd, PGresult *res) {
     for (int i = 0; i < 3 && !m->foreign; i++)
       if (yes(res, 2 + i))
         m->foreign = tables[i];
+  } else if ((m->phase == P_APPLY || m->phase == P_COMMIT) &&
+             (long)cmd == m->space_cmd) {
+    m->st->head.space[0] = '\0';
+    if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+      snprintf(m->st->head.space, sizeof m->st->head.space, "%s",
+               PQgetvalue(res, 0, 0));
   } else if (m->phase == P_VERSION && cmd == 0) {
     m->rows = PQntuples(res);
     if (m->rows == 1 && !PQgetisnull(res, 0, 0))
@@ -340,10 +370,14 @@ static void run_phase(pg_migrate *m) {
     const char *values[1] = {version};
     pg_exchange_sql(c, "UPDATE engram_schema SET version = $1::integer", 1,
                     values, NULL);
+    m->space_cmd = queued + 1;
+    pg_exchange_sql(c, SPACE_SQL, 0, NULL, NULL);
     pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
     break;
   }
   default:
+    m->space_cmd = 0;
+    pg_exchange_sql(c, SPACE_SQL, 0, NULL, NULL);
     pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
     break;
   }
@@ -365,5 +399,6 @@ void pg_schema_migrate(pg_store *st, pg_conn *c,
   m->ex.data = m;
   m->phase = P_PROBE;
   m->extension_cmd = -1;
+  m->space_cmd = -1;
   run_phase(m);
 }

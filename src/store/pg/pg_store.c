@@ -321,6 +321,8 @@ static const store_ops pg_ops = {
     .traverse = pg_stream_traverse,
     .candidates = pg_candidates,
     .candidates_cancel = pg_candidates_cancel,
+    .vectors = pg_vectors,
+    .vectors_cancel = pg_vectors_cancel,
 };
 
 /* ------------------------------------------------------------------ new */

@@ -43,6 +43,19 @@
  * the next statement's snapshot sees whatever the previous holder
  * committed), then inserts only when no memory of that namespace has the
  * same content. Two processes adding the same content at once store it once.
+ *
+ * The change sequence and the vector space (store.h). Locks are taken in
+ * one order by every process, so writers of a shared database cannot
+ * deadlock on them: first the space lock (a transaction advisory lock,
+ * shared when the group writes vectors, exclusive when it switches the
+ * space), then, in one statement, the ns_seq row of every namespace the
+ * group changes, in name order (bumped once per group: every row the group
+ * stamps gets the namespace's new number), then the rows the ops touch.
+ * The ns_seq row locks order the writers of a namespace, so sequence order
+ * is commit order. An op that writes a vector is preceded by
+ * pg_temp.engram_space(SPACE), the second session helper: it records the
+ * space when the database has none and raises EG001 (with the recorded
+ * space as its message) when it differs.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -54,7 +67,8 @@
 
 #define PG_WRITE_RETRIES 5  /* reruns of a group after transient failures */
 #define PG_CMDS_PER_OP 3    /* at most: LINK checks both ends, then upserts */
-#define PG_CMDS_PER_GROUP 3 /* ROLLBACK (when needed), BEGIN, COMMIT */
+#define PG_CMDS_PER_GROUP 5 /* ROLLBACK (when needed), BEGIN, the space
+                               lock, the ns_seq bump, COMMIT */
 
 /* What a queued command is for: how its result and its error are read. */
 typedef enum cmd_role {
@@ -69,6 +83,9 @@ typedef enum cmd_role {
   CR_CHECK_TARGET,
   CR_LINK,
   CR_UNLINK,
+  CR_SPACE,     /* the op's vector is of the database's space */
+  CR_SET_SPACE, /* STORE_OP_SET_SPACE */
+  CR_SET_VECTOR, /* STORE_OP_SET_VECTOR */
 } cmd_role;
 
 struct pg_write_cmd {
@@ -96,6 +113,59 @@ static const char helper_sql[] =
     "   RETURN true;"
     " END $fn$";
 
+static const char space_helper_sql[] =
+    "CREATE OR REPLACE FUNCTION pg_temp.engram_space(want text)"
+    " RETURNS boolean LANGUAGE plpgsql AS $fn$"
+    " DECLARE have text;"
+    " BEGIN"
+    "   INSERT INTO engram_meta(key, value) VALUES ('embedder', want)"
+    "     ON CONFLICT (key) DO NOTHING;"
+    "   SELECT value INTO have FROM engram_meta WHERE key = 'embedder';"
+    "   IF have IS DISTINCT FROM want THEN"
+    "     RAISE EXCEPTION '%', have USING ERRCODE = 'EG001';"
+    "   END IF;"
+    "   RETURN true;"
+    " END $fn$";
+
+/* $1 the space ("NAME/DIM"). */
+static const pg_stmt stmt_space = {
+    "eg_w_space", "SELECT pg_temp.engram_space($1::text)", 1};
+static const pg_stmt stmt_set_space = {
+    "eg_w_set_space",
+    "INSERT INTO engram_meta(key, value) VALUES ('embedder', $1::text)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    1};
+
+/* "engram02": the space lock (see the top). */
+#define SPACE_LOCK_KEY "7308604897068083250"
+static const char space_lock_shared_sql[] =
+    "SELECT pg_advisory_xact_lock_shared(" SPACE_LOCK_KEY ")";
+static const char space_lock_sql[] =
+    "SELECT pg_advisory_xact_lock(" SPACE_LOCK_KEY ")";
+
+/* $1 the namespaces the group changes (text[]). */
+static const pg_stmt stmt_bump = {
+    "eg_w_bump",
+    "INSERT INTO ns_seq(ns, seq)"
+    " SELECT n, 1 FROM (SELECT DISTINCT n FROM unnest($1::text[]) AS n) d"
+    " ORDER BY n"
+    " ON CONFLICT (ns) DO UPDATE SET seq = ns_seq.seq + 1",
+    1};
+
+/* The namespace's ($2 in every statement using it) sequence number, as
+ * the group's bump left it. */
+#define SEQ_CTE "seq AS (SELECT seq FROM ns_seq WHERE ns = $2::text)"
+
+/* $1 id, $2 ns, $3 vector, $4 dim, $5 embedder, $6 content hash: see
+ * STORE_OP_SET_VECTOR (store.h); no row changed is not an error. */
+static const pg_stmt stmt_set_vector = {
+    "eg_w_set_vector",
+    "WITH " SEQ_CTE
+    " UPDATE memories SET embedding = $3::bytea, embedding_dim = $4::integer,"
+    " embedder = $5::text, vseq = (SELECT seq FROM seq)"
+    " WHERE id = $1::uuid AND ns = $2::text AND content_hash = $6::bigint",
+    6};
+
 /* $1 ns, $2 content hash. */
 static const pg_stmt stmt_lock = {
     "eg_w_lock",
@@ -103,31 +173,34 @@ static const pg_stmt stmt_lock = {
 
 #define ADD_COLUMNS                                                            \
   "memories(id, ns, type, content, content_hash, created_ms, updated_ms,"      \
-  " accessed_ms, importance, metadata, embedding, embedding_dim)"
+  " accessed_ms, importance, metadata, embedding, embedding_dim, embedder,"   \
+  " vseq)"
 #define ADD_VALUES                                                             \
   "$1::uuid, $2::text, $3::smallint, $4::text, $5::bigint, $6::bigint,"        \
   " $6::bigint, $6::bigint, $7::double precision, $8::text, $9::bytea,"        \
-  " $10::integer"
+  " $10::integer, $11::text, (SELECT seq FROM seq)"
 #define ADD_HISTORY                                                            \
   "INSERT INTO history(memory_id, ns, event, old_content, new_content, at_ms)" \
   " SELECT id, ns, 0, NULL, content, created_ms FROM ins"
 
 /* $1 id, $2 ns, $3 type, $4 content, $5 hash, $6 at, $7 importance,
- * $8 metadata, $9 embedding, $10 its dimension. */
+ * $8 metadata, $9 embedding, $10 its dimension, $11 its embedder. */
 #define ADD_SQL                                                                \
-  "WITH ins AS (INSERT INTO " ADD_COLUMNS " VALUES (" ADD_VALUES ")"           \
+  "WITH " SEQ_CTE ","                                                          \
+  " ins AS (INSERT INTO " ADD_COLUMNS " VALUES (" ADD_VALUES ")"               \
   " RETURNING id, ns, content, created_ms) " ADD_HISTORY
 const char pg_writer_add_sql[] = ADD_SQL;
 static const pg_stmt stmt_add = {
     "eg_w_add",
     ADD_SQL,
-    10};
+    11};
 
 /* As stmt_add, but a memory of ns with the same content is returned
  * instead (the caller holds the advisory lock of (ns, hash)). */
 static const pg_stmt stmt_add_dedup = {
     "eg_w_add_dedup",
-    "WITH dup AS (SELECT id FROM memories"
+    "WITH " SEQ_CTE ","
+    " dup AS (SELECT id FROM memories"
     "  WHERE ns = $2::text AND content_hash = $5::bigint"
     "  AND content = $4::text LIMIT 1),"
     " ins AS (INSERT INTO " ADD_COLUMNS " SELECT " ADD_VALUES
@@ -135,15 +208,16 @@ static const pg_stmt stmt_add_dedup = {
     "  RETURNING id, ns, content, created_ms),"
     " hist AS (" ADD_HISTORY ")"
     " SELECT id::text, false FROM ins UNION ALL SELECT id::text, true FROM dup",
-    10};
+    11};
 
 /* $1 id, $2 ns, then NULL for what stays: $3 content, $4 hash, $5 type,
  * $6 importance, $7 metadata; $8 whether the embedding is set (to $9, NULL:
- * removed, of dimension $10); $11 at. The old content is read under a row
- * lock, so the history row holds what this update replaced. */
+ * removed, of dimension $10, made by $12); $11 at. The old content is read
+ * under a row lock, so the history row holds what this update replaced. */
 static const pg_stmt stmt_update = {
     "eg_w_update",
-    "WITH old AS (SELECT id, content FROM memories"
+    "WITH " SEQ_CTE ","
+    " old AS (SELECT id, content FROM memories"
     "  WHERE id = $1::uuid AND ns = $2::text FOR UPDATE),"
     " upd AS (UPDATE memories m SET"
     "  content = coalesce($3::text, m.content),"
@@ -154,6 +228,8 @@ static const pg_stmt stmt_update = {
     "  embedding = CASE WHEN $8::boolean THEN $9::bytea ELSE m.embedding END,"
     "  embedding_dim = CASE WHEN $8::boolean THEN $10::integer"
     "   ELSE m.embedding_dim END,"
+    "  embedder = CASE WHEN $8::boolean THEN $12::text ELSE m.embedder END,"
+    "  vseq = (SELECT seq FROM seq),"
     "  updated_ms = $11::bigint"
     "  FROM old WHERE m.id = old.id"
     "  RETURNING m.id, m.ns, old.content AS old_content,"
@@ -162,13 +238,14 @@ static const pg_stmt stmt_update = {
     "  new_content, at_ms)"
     "  SELECT id, ns, 1, old_content, new_content, updated_ms FROM upd)"
     " SELECT pg_temp.engram_require(EXISTS (SELECT 1 FROM upd))",
-    11};
+    12};
 
-/* $1 id, $2 ns, $3 at: the memory, its relationships both ways, and a
- * history row with its last content. */
+/* $1 id, $2 ns, $3 at: the memory, its relationships both ways, a
+ * history row with its last content, and the removed id. */
 static const pg_stmt stmt_delete = {
     "eg_w_delete",
-    "WITH old AS (SELECT id FROM memories"
+    "WITH " SEQ_CTE ","
+    " old AS (SELECT id FROM memories"
     "  WHERE id = $1::uuid AND ns = $2::text FOR UPDATE),"
     " rels AS (DELETE FROM relationships r USING old"
     "  WHERE r.source = old.id OR r.target = old.id),"
@@ -176,7 +253,9 @@ static const pg_stmt stmt_delete = {
     "  RETURNING m.id, m.ns, m.content),"
     " hist AS (INSERT INTO history(memory_id, ns, event, old_content,"
     "  new_content, at_ms)"
-    "  SELECT id, ns, 2, content, NULL, $3::bigint FROM del)"
+    "  SELECT id, ns, 2, content, NULL, $3::bigint FROM del),"
+    " rem AS (INSERT INTO removed(ns, id, seq)"
+    "  SELECT ns, id, (SELECT seq FROM seq) FROM del)"
     " SELECT pg_temp.engram_require(EXISTS (SELECT 1 FROM del))",
     3};
 
@@ -321,6 +400,22 @@ static void queue_stmt(pg_write_group *g, const pg_stmt *stmt,
   pg_exchange_stmt(g->conn, stmt, values, NULL);
 }
 
+static const char *op_embedder(const engram_op *op) {
+  return op->embedder ? op->embedder : "client";
+}
+
+/* Whether op stamps its namespace's sequence / writes a vector. */
+static int stamps(const engram_op *op) {
+  return op->kind == ENGRAM_OP_ADD || op->kind == ENGRAM_OP_UPDATE ||
+         op->kind == ENGRAM_OP_DELETE || op->kind == STORE_OP_SET_VECTOR;
+}
+
+static int writes_vector(const engram_op *op) {
+  return op->embedding && op->embedding_dim > 0 &&
+         (op->kind == ENGRAM_OP_ADD || op->kind == STORE_OP_SET_VECTOR ||
+          (op->kind == ENGRAM_OP_UPDATE && (op->set & ENGRAM_SET_EMBEDDING)));
+}
+
 static void queue_add(pg_write_group *g, store_batch *b, size_t i) {
   const engram_op *op = &b->ops[i];
   char type[16], hash[24], at[24], importance[32], dim[16];
@@ -335,7 +430,7 @@ static void queue_add(pg_write_group *g, store_batch *b, size_t i) {
     const char *lock[2] = {op->ns, hash};
     queue_stmt(g, &stmt_lock, lock, b, i, CR_LOCK);
   }
-  const char *values[10] = {op->result_id,
+  const char *values[11] = {op->result_id,
                             op->ns,
                             type,
                             op->content,
@@ -344,7 +439,8 @@ static void queue_add(pg_write_group *g, store_batch *b, size_t i) {
                             importance,
                             op->metadata ? op->metadata : "{}",
                             has_embedding ? embedding_hex(g, op) : NULL,
-                            dim};
+                            dim,
+                            has_embedding ? op_embedder(op) : NULL};
   if (op->dedup)
     queue_stmt(g, &stmt_add_dedup, values, b, i, CR_ADD_DEDUP);
   else
@@ -361,7 +457,7 @@ static void queue_update(pg_write_group *g, store_batch *b, size_t i) {
   int has_embedding = op->embedding && op->embedding_dim > 0;
   snprintf(dim, sizeof dim, "%u", has_embedding ? op->embedding_dim : 0u);
   snprintf(at, sizeof at, "%" PRId64, b->at_ms);
-  const char *values[11] = {
+  const char *values[12] = {
       op->id,
       op->ns,
       (set & ENGRAM_SET_CONTENT) ? op->content : NULL,
@@ -373,15 +469,29 @@ static void queue_update(pg_write_group *g, store_batch *b, size_t i) {
       (set & ENGRAM_SET_EMBEDDING) && has_embedding ? embedding_hex(g, op)
                                                     : NULL,
       dim,
-      at};
+      at,
+      (set & ENGRAM_SET_EMBEDDING) && has_embedding ? op_embedder(op) : NULL};
   queue_stmt(g, &stmt_update, values, b, i, CR_UPDATE);
+}
+
+/* An op that writes a vector checks its space first (see the top). */
+static void queue_space_check(pg_write_group *g, store_batch *b, size_t i) {
+  const engram_op *op = &b->ops[i];
+  if (!writes_vector(op))
+    return;
+  char space[STORE_SPACE_LEN]; /* sent at once, like every value */
+  if (store_space_format(space, op_embedder(op), op->embedding_dim) != 0)
+    space[0] = '\0'; /* refused by the server: not a space */
+  const char *values[1] = {space};
+  queue_stmt(g, &stmt_space, values, b, i, CR_SPACE);
 }
 
 static void queue_op(pg_write_group *g, store_batch *b, size_t i) {
   const engram_op *op = &b->ops[i];
   char at[24];
   snprintf(at, sizeof at, "%" PRId64, b->at_ms);
-  switch (op->kind) {
+  queue_space_check(g, b, i);
+  switch ((int)op->kind) { /* STORE_OP_SET_SPACE is not in the enum */
   case ENGRAM_OP_ADD:
     queue_add(g, b, i);
     break;
@@ -408,6 +518,23 @@ static void queue_op(pg_write_group *g, store_batch *b, size_t i) {
   case ENGRAM_OP_UNLINK: {
     const char *values[4] = {op->source, op->target, op->rel_kind, op->ns};
     queue_stmt(g, &stmt_unlink, values, b, i, CR_UNLINK);
+    break;
+  }
+  case STORE_OP_SET_VECTOR: {
+    char dim[16], hash[24];
+    snprintf(dim, sizeof dim, "%u", op->embedding_dim);
+    snprintf(hash, sizeof hash, "%" PRId64, (int64_t)b->content_hash[i]);
+    const char *values[6] = {op->id, op->ns, embedding_hex(g, op), dim,
+                             op_embedder(op), hash};
+    queue_stmt(g, &stmt_set_vector, values, b, i, CR_SET_VECTOR);
+    break;
+  }
+  case STORE_OP_SET_SPACE: {
+    char space[STORE_SPACE_LEN];
+    if (store_space_format(space, op->embedder, op->embedding_dim) != 0)
+      space[0] = '\0';
+    const char *values[1] = {space};
+    queue_stmt(g, &stmt_set_space, values, b, i, CR_SET_SPACE);
     break;
   }
   }
@@ -475,6 +602,12 @@ static int op_failure(pg_write_group *g, const pg_write_cmd *c) {
       return 0;
     }
   }
+  if (strcmp(state, "EG001") == 0 && c->role == CR_SPACE) {
+    char wanted[STORE_SPACE_LEN];
+    if (store_space_format(wanted, op_embedder(op), op->embedding_dim) != 0)
+      snprintf(wanted, sizeof wanted, "an unnamed embedder");
+    return store_space_mismatch(op, g->failed_msg, wanted);
+  }
   if (strcmp(state, "23505") == 0 &&
       (c->role == CR_ADD || c->role == CR_ADD_DEDUP)) {
     snprintf(op->message, n, "a memory with id %s already exists",
@@ -519,6 +652,15 @@ static store_batch *group_committed(pg_store *st, store_batch *list) {
     memcpy(op->result_id, c->found_id, ENGRAM_ID_LEN + 1);
     op->deduplicated = c->deduplicated;
   }
+  /* Every vector committed was of the recorded space, and a switch set
+   * it: the last of them is the space now. */
+  for (size_t k = 0; k < g->ncmds; k++) {
+    const pg_write_cmd *c = &g->cmds[k];
+    if (c->role != CR_SPACE && c->role != CR_SET_SPACE)
+      continue;
+    const engram_op *op = &c->b->ops[c->op];
+    store_space_format(st->head.space, op_embedder(op), op->embedding_dim);
+  }
   store_count_group(&st->head, ops);
   g->retries = 0;
   return list;
@@ -532,7 +674,7 @@ static store_batch *group_rolled_back(pg_store *st, store_batch *list) {
       g->failed_cmd < g->ncmds ? &g->cmds[g->failed_cmd] : NULL;
   char why[PG_MSG_LEN + 64];
   int missing_helper = strcmp(g->failed_state, "42883") == 0 &&
-                       strstr(g->failed_msg, "engram_require") != NULL;
+                       strstr(g->failed_msg, "pg_temp.engram_") != NULL;
   if (transient(g->failed_state) || missing_helper) {
     if (missing_helper)
       g->helper_pg = NULL; /* created again before the rerun */
@@ -668,7 +810,68 @@ static void group_done(pg_exchange *ex, int status, const char *msg) {
   became_idle(st);
 }
 
-/* Sends the group: BEGIN, every op of every batch, COMMIT, sync. */
+/* An element of a text[] literal: quoted, '"' and '\' escaped. */
+static char *put_array_elem(char *p, const char *s) {
+  *p++ = '"';
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\')
+      *p++ = '\\';
+    *p++ = *s;
+  }
+  *p++ = '"';
+  return p;
+}
+
+/* The group's locks, in the order of the top comment. The namespaces'
+ * literal is sent at once (libpq copies it), so it lives on the heap only
+ * for this call; without memory for it, a statement that raises fails the
+ * group instead (a group must never stamp rows without its bump). */
+static void queue_locks(pg_write_group *g) {
+  int switches = 0, vectors = 0;
+  size_t bytes = 3, n = 0;
+  for (store_batch *b = g->batches; b; b = b->next)
+    for (size_t i = 0; i < b->n; i++) {
+      const engram_op *op = &b->ops[i];
+      switches |= op->kind == STORE_OP_SET_SPACE;
+      vectors |= writes_vector(op);
+      if (stamps(op)) {
+        bytes += 2 * strlen(op->ns) + 3;
+        n++;
+      }
+    }
+  if (switches)
+    queue_sql(g, space_lock_sql, CR_CONTROL);
+  else if (vectors)
+    queue_sql(g, space_lock_shared_sql, CR_CONTROL);
+  if (n == 0)
+    return;
+  char *list = malloc(bytes);
+  if (!list) {
+    queue_sql(g,
+              "DO $$BEGIN RAISE EXCEPTION 'engram: out of memory building "
+              "the write'; END$$",
+              CR_CONTROL);
+    return;
+  }
+  char *p = list;
+  *p++ = '{';
+  for (store_batch *b = g->batches; b; b = b->next)
+    for (size_t i = 0; i < b->n; i++)
+      if (stamps(&b->ops[i])) {
+        if (p > list + 1)
+          *p++ = ',';
+        p = put_array_elem(p, b->ops[i].ns);
+      }
+  *p++ = '}';
+  *p = '\0';
+  const char *values[1] = {list};
+  add_cmd(g, NULL, 0, CR_CONTROL);
+  pg_exchange_stmt(g->conn, &stmt_bump, values, NULL);
+  free(list);
+}
+
+/* Sends the group: BEGIN, the locks, every op of every batch, COMMIT,
+ * sync. */
 static void send_group(pg_store *st) {
   pg_write_group *g = &st->group;
   g->ncmds = 0;
@@ -684,6 +887,7 @@ static void send_group(pg_store *st) {
   if (PQtransactionStatus(pg_conn_pg(g->conn)) != PQTRANS_IDLE)
     queue_sql(g, "ROLLBACK", CR_CONTROL);
   queue_sql(g, "BEGIN", CR_CONTROL);
+  queue_locks(g);
   for (store_batch *b = g->batches; b; b = b->next)
     for (size_t i = 0; i < b->n; i++)
       queue_op(g, b, i);
@@ -789,6 +993,7 @@ static void start(pg_store *st, pg_conn *c) {
   g->ex.data = st;
   pg_exchange_begin(c, &g->ex);
   pg_exchange_sql(c, helper_sql, 0, NULL, NULL);
+  pg_exchange_sql(c, space_helper_sql, 0, NULL, NULL);
   pg_exchange_sql(c, lock_timeout_sql, 0, NULL, NULL);
   pg_exchange_end(c);
 }
@@ -852,7 +1057,9 @@ int pg_writer_write(store *base, store_batch *b) {
   if (!b || b->n == 0 || !b->ops || !b->done)
     return ENGRAM_EINVAL;
   for (size_t i = 0; i < b->n; i++)
-    if ((unsigned)b->ops[i].kind > ENGRAM_OP_UNLINK) {
+    if ((unsigned)b->ops[i].kind > ENGRAM_OP_UNLINK &&
+        b->ops[i].kind != STORE_OP_SET_SPACE &&
+        b->ops[i].kind != STORE_OP_SET_VECTOR) {
       snprintf(b->ops[i].message, sizeof b->ops[i].message,
                "unknown operation kind %d", (int)b->ops[i].kind);
       return b->ops[i].status = ENGRAM_EINVAL;
@@ -882,6 +1089,8 @@ int pg_writer_write(store *base, store_batch *b) {
       st->queue_head = NULL;
     st->group.unfinished_ops -= b->n;
     became_idle(st);
+    /* For a caller that reports the ops' messages. */
+    store_batch_fail(b, rc, pg_pool_error(&st->writer));
   }
   return rc;
 }

@@ -5,9 +5,9 @@
  *
  * The task holds one reader and, in one read transaction, runs three
  * kinds of statement:
- *   1. the full-text match, restricted to the namespace by its tag
- *      (sqlite_match_build_ns), ranked by engram_rank(k1, b, meta_weight)
- *      and cut at `limit` (the best first): rowid, id, score;
+ *   1. the full-text match, restricted to the namespace by its tag,
+ *      ranked by engram_rank(k1, b, meta_weight) and cut at `limit` (the
+ *      best first): rowid, id, score; pruned at scale (below);
  *   2. the `window` ids before and after each match in the namespace,
  *      through the (ns, id) index (ids are UUIDv7, so id order is creation
  *      order, which for a conversation is the order of its turns); matches
@@ -21,12 +21,56 @@
  * the namespace lies between them). The work is bounded by
  * limit * (2 * window + 1) rows, which the API layer caps.
  *
+ * Pruning (MaxScore's idea, with FTS5 doing the walking). Ranking every
+ * row that has any of the words costs a microsecond or more a row, and a
+ * common word is in a large share of a big namespace. So each word's
+ * document frequency is looked up first (sqlite_terms.c: the index's
+ * vocabulary, cached per connection until the database changes), words in
+ * no row are left out, and with B = max_scored the match takes one of
+ * three forms (sqlite_match_build_groups):
+ *   ALL   the words' counts add up to B or less: `tag AND (all words)`,
+ *         every match ranked, exactly the unpruned result;
+ *   ESS   the rarest word fits in B: the "essential" words E, the rarest
+ *         while their counts add up to B, and a row must have one of
+ *         them: `tag AND (E) AND (all words)`;
+ *   PAIR  even the rarest word w1 is in more than B rows: a row must have
+ *         w1 and another of the words, `tag AND (w1) AND (the others)`
+ *         (bench/search: the newest B rows of w1 alone found the planted
+ *         memory of 0.59 of the questions at 100,000 memories, this 0.617,
+ *         unpruned 0.620), the newest B of them; if fewer than `limit`
+ *         rows have that, the newest B rows of w1 (ESS with E = w1).
+ * FTS5 walks the essential lists and moves the others forward to each
+ * candidate by seeking (AND), so a common word costs per candidate, not
+ * per row that has it; every word is still a phrase of the query, so FTS5
+ * reports its occurrences in each candidate. engram_rank, given the
+ * looked-up counts (the same as FTS5's own count) and a sink, records
+ * each candidate's term frequencies; rank_rows then reads the length (the
+ * costly part: FTS5's docsize table) only of the rows whose score bound
+ * can still beat the limit-th best, and gives each kept row its whole
+ * score, the number the unpruned query computes. A capped form walks the
+ * rows newest first (ORDER BY rowid DESC LIMIT B, FTS5's own backwards
+ * walk); the others in FTS5's order, which is cheaper. The namespace's
+ * tag is left out when the file holds that namespace alone (two index
+ * seeks tell): it would filter nothing and costs a seek in its list,
+ * which holds every row, per candidate.
+ *   ESS and PAIR leave out the rows that have only commoner words: the
+ * best `limit` are still exact when no cap bound and the limit-th best
+ * score beats what the left-out words could add (each at most
+ * idf * (k1 + 1)); else they are the best of the rows that have a rarer
+ * word. bench/search measures what that costs in recall
+ * (docs/benchmarks.md, "Search at scale").
+ *
+ * Vector hits (the ids the vector index found, store_candidates_query.ids)
+ * join the matches before step 2, marked vhit and without a score, so that
+ * their neighbours come too; with no word to match, only they are read.
+ *
  * Cancellation: a task not yet started is dropped by libuv; a running one
  * sees the stop flag between statements and is interrupted inside one
  * (sqlite3_interrupt); a request still waiting for a reader leaves the
  * queue and its callback comes from a task that does nothing. Either way
  * the callback runs once, on the loop, with ENGRAM_ECANCELED.
  */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +83,7 @@ typedef struct cand_entry {
   sqlite3_int64 rowid;
   double score;
   unsigned char hit;
+  unsigned char vhit;     /* one of the query's ids (a vector hit) */
   unsigned char has_prev; /* the memory before it in the namespace is in
                              the same run */
 } cand_entry;
@@ -54,10 +99,17 @@ typedef struct cand_req {
   int cancelled;
   /* the query, copied */
   char *ns;
-  char *match;
+  sqlite_words words;
   unsigned types;
-  size_t limit, window;
+  size_t limit, window, max_scored;
   double k1, b, meta_weight;
+  /* the match, planned on the thread pool (plan_match) */
+  char *match;    /* NULL: no word is in any row */
+  double *dfs;    /* per scored phrase: its rows, or -1 (engram_rank counts) */
+  size_t nscored; /* phrases scored */
+  size_t skip;    /* phrases before them (filters) */
+  int capped;     /* the newest max_scored matches only */
+  char *ids_json; /* the query's ids as a JSON array; NULL: none */
   /* results, filled on the thread pool */
   int status;
   char msg[SQ_MSG_LEN];
@@ -81,6 +133,7 @@ static int push_entry(cand_req *r, const char *id, sqlite3_int64 rowid,
   e->rowid = rowid;
   e->score = score;
   e->hit = (unsigned char)hit;
+  e->vhit = 0;
   e->has_prev = (unsigned char)has_prev;
   return 0;
 }
@@ -96,32 +149,369 @@ static const char *id_col(sqlite3_stmt *stmt, int col) {
   return id && strlen(id) == ENGRAM_ID_LEN ? id : NULL;
 }
 
-/* Step 1: the matches, best first. */
-static int find_hits(cand_req *r) {
-  int rc;
-  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_CAND_HITS, &rc);
+typedef struct word_count {
+  size_t word;   /* index in r->words */
+  double select; /* rows that may have it: what the choice goes by */
+  double exact;  /* rows that have it, or -1 */
+} word_count;
+
+static int by_select(const void *a, const void *b) {
+  const word_count *x = a, *y = b;
+  if (x->select != y->select)
+    return x->select < y->select ? -1 : 1;
+  return (x->word > y->word) - (x->word < y->word);
+}
+
+/* The forms of the match (see the top of the file). */
+enum {
+  FORM_ALL,  /* every word: `tag AND (all)` */
+  FORM_ESS,  /* `tag AND (essential) AND (all)` */
+  FORM_PAIR, /* the rarest word and another: `tag AND (w1) AND (others)` */
+};
+
+typedef struct match_plan {
+  word_count *words;  /* in the query's order, the absent ones left out */
+  word_count *sorted; /* the same, the rarest first */
+  size_t n;
+  size_t *idx; /* scratch: the expression's words, group after group */
+  int alone;   /* the file holds the namespace alone: no tag */
+} match_plan;
+
+static void plan_free(match_plan *p) {
+  free(p->words);
+  free(p->sorted);
+  free(p->idx);
+}
+
+/* The words' counts (absent words dropped), and whether the namespace is
+ * the only one of the file. */
+static int plan_counts(cand_req *r, match_plan *p) {
+  size_t n = r->words.n;
+  p->words = malloc(n * sizeof *p->words);
+  p->sorted = malloc(n * sizeof *p->sorted);
+  p->idx = malloc(2 * n * sizeof *p->idx);
+  if (!p->words || !p->sorted || !p->idx) {
+    r->status = ENGRAM_ENOMEM;
+    return r->status;
+  }
+  int rc = sqlite_terms_sync(r->rd);
+  if (rc != SQLITE_OK)
+    return fail(r, rc, "reading the database's version");
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_NS_ALONE, &rc);
   if (!stmt)
-    return fail(r, rc, "preparing the candidates query");
-  sqlite3_bind_text(stmt, 1, r->match, -1, SQLITE_STATIC);
-  sqlite3_bind_text(stmt, 2, r->ns, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(stmt, 3, (sqlite3_int64)r->types);
-  sqlite3_bind_double(stmt, 4, r->k1);
-  sqlite3_bind_double(stmt, 5, r->b);
-  sqlite3_bind_double(stmt, 6, r->meta_weight);
-  sqlite3_bind_int64(stmt, 7, (sqlite3_int64)r->limit);
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    const char *id = id_col(stmt, 1);
-    if (!id)
-      continue;
-    double score = -sqlite3_column_double(stmt, 2);
-    if (push_entry(r, id, sqlite3_column_int64(stmt, 0), score > 0 ? score : 0,
-                   1, 0) != 0) {
-      r->status = ENGRAM_ENOMEM;
+    return fail(r, rc, "preparing the namespaces query");
+  sqlite3_bind_text(stmt, 1, r->ns, -1, SQLITE_STATIC);
+  rc = sqlite3_step(stmt);
+  p->alone = rc == SQLITE_ROW && sqlite3_column_int(stmt, 0) == 1;
+  sqlite3_reset(stmt);
+  if (rc != SQLITE_ROW)
+    return fail(r, rc, "reading the namespaces");
+  for (size_t i = 0; i < n; i++) {
+    if (atomic_load(&r->stop)) {
+      r->status = ENGRAM_ECANCELED;
       return r->status;
     }
+    word_count c = {.word = i};
+    rc = sqlite_terms_df(r->rd, r->words.text + r->words.off[i],
+                         r->words.len[i], r->words.cut[i], &c.select, &c.exact);
+    if (rc != SQLITE_OK)
+      return fail(r, rc, "looking up the query's words");
+    if (c.select > 0) /* in no row: it can neither match nor score */
+      p->words[p->n++] = c;
+  }
+  memcpy(p->sorted, p->words, p->n * sizeof *p->sorted);
+  qsort(p->sorted, p->n, sizeof *p->sorted, by_select);
+  return 0;
+}
+
+/* Builds the match of one form into r (match, dfs, nscored, skip,
+ * capped). */
+static int plan_form(cand_req *r, const match_plan *p, int form) {
+  double budget = r->max_scored ? (double)r->max_scored : INFINITY;
+  size_t ne = 1; /* essential words: the rarest while they fit */
+  double rows = p->sorted[0].select;
+  while (ne < p->n && rows + p->sorted[ne].select <= budget)
+    rows += p->sorted[ne++].select;
+  size_t len[2], ngroups = 0, filters = 0, k = 0;
+  const word_count *scored = p->words; /* the scored words, in order */
+  if (form == FORM_PAIR) {
+    /* w1, then the others (the sorted array is in that order) */
+    p->idx[k++] = p->sorted[0].word;
+    len[ngroups++] = 1;
+    for (size_t i = 1; i < p->n; i++)
+      p->idx[k++] = p->sorted[i].word;
+    len[ngroups++] = p->n - 1;
+    scored = p->sorted;
+  } else {
+    if (form == FORM_ESS) {
+      for (size_t i = 0; i < ne; i++)
+        p->idx[k++] = p->sorted[i].word;
+      len[ngroups++] = filters = ne;
+    }
+    for (size_t i = 0; i < p->n; i++)
+      p->idx[k++] = p->words[i].word;
+    len[ngroups++] = p->n;
+  }
+  free(r->match);
+  r->match = NULL;
+  if (sqlite_match_build_groups(p->alone ? NULL : r->ns, &r->words, p->idx, len,
+                                ngroups, &r->match) != 0) {
+    r->status = ENGRAM_ENOMEM;
+    return r->status;
+  }
+  for (size_t i = 0; i < p->n; i++)
+    r->dfs[i] = scored[i].exact;
+  r->nscored = p->n;
+  r->skip = (p->alone ? 0 : 1) + filters;
+  r->capped = p->sorted[0].select > budget;
+  return 0;
+}
+
+/* A row's length in words (content and metadata values): FTS5's docsize
+ * record, one varint per column. -1 when the row has none. */
+static int row_length(cand_req *r, sqlite3_int64 rowid, double *dl) {
+  int rc;
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_DOCSIZE, &rc);
+  if (!stmt)
+    return fail(r, rc, "preparing the lengths query");
+  sqlite3_bind_int64(stmt, 1, rowid);
+  *dl = -1;
+  if ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const unsigned char *p = sqlite3_column_blob(stmt, 0);
+    int n = sqlite3_column_bytes(stmt, 0), at = 0;
+    double words = 0;
+    for (int col = 0; col < 2 && at < n; col++) {
+      uint64_t v = 0;
+      int k = 0;
+      while (at < n && k < 9) { /* SQLite's varint */
+        unsigned char c = p[at++];
+        v = k == 8 ? (v << 8) | c : (v << 7) | (c & 0x7fu);
+        k++;
+        if (k == 9 || !(c & 0x80u))
+          break;
+      }
+      words += (double)v;
+    }
+    *dl = words;
+    rc = SQLITE_DONE;
   }
   sqlite3_reset(stmt);
-  return rc == SQLITE_DONE ? 0 : fail(r, rc, "matching the query");
+  return rc == SQLITE_DONE ? 0 : fail(r, rc, "reading a row's length");
+}
+
+/* A matching row's id, and whether it is of the namespace and of a
+ * wanted type (*keep). */
+static int find_row(cand_req *r, sqlite3_stmt *row, sqlite3_int64 rowid,
+                    char id[ENGRAM_ID_LEN + 1], int *keep) {
+  sqlite3_bind_int64(row, 1, rowid);
+  sqlite3_bind_text(row, 2, r->ns, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(row);
+  *keep = 0;
+  if (rc == SQLITE_ROW) {
+    const char *text = id_col(row, 0);
+    sqlite3_int64 type = sqlite3_column_int64(row, 1);
+    *keep = text && type >= 0 && type < 32 &&
+            (r->types == 0 || (r->types & (1u << type)));
+    if (*keep)
+      memcpy(id, text, ENGRAM_ID_LEN + 1);
+    rc = SQLITE_DONE;
+  }
+  sqlite3_reset(row);
+  return rc == SQLITE_DONE ? 0 : fail(r, rc, "reading a matching row");
+}
+
+typedef struct scored_row {
+  size_t row;   /* index in the sink */
+  double bound; /* the most its score can be */
+  sqlite3_int64 rowid;
+} scored_row;
+
+static int by_bound(const void *a, const void *b) {
+  const scored_row *x = a, *y = b;
+  if (x->bound != y->bound)
+    return (x->bound < y->bound) - (x->bound > y->bound);
+  return (x->rowid > y->rowid) - (x->rowid < y->rowid);
+}
+
+typedef struct best_hit {
+  double score;
+  sqlite3_int64 rowid;
+  char id[ENGRAM_ID_LEN + 1];
+} best_hit;
+
+/* a ranks before b: the higher score, and between equal scores the older
+ * row, as the unpruned query's sort kept them (FTS5 hands rows over
+ * oldest first). */
+static int better(const best_hit *a, const best_hit *b) {
+  return a->score > b->score || (a->score == b->score && a->rowid < b->rowid);
+}
+
+/* Sifts heap[i] down (heap[0] the worst of n). */
+static void sift_down(best_hit *heap, size_t n, size_t i) {
+  best_hit x = heap[i];
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= n)
+      break;
+    if (c + 1 < n && better(&heap[c], &heap[c + 1]))
+      c++;
+    if (!better(&x, &heap[c]))
+      break;
+    heap[i] = heap[c];
+    i = c;
+  }
+  heap[i] = x;
+}
+
+/* The best `limit` of the collected rows of the namespace and the wanted
+ * types, pushed as hits. Rows are taken by their bound (the score with
+ * the length 0, which no row beats: each phrase's part only falls as the
+ * length grows), most promising first; the exact score needs the row's
+ * length, read only until the next bound is below the limit-th best
+ * score. So the result is the best `limit` of all the collected rows,
+ * exactly, with the lengths of a few of them read. */
+static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
+  size_t m = sk->nscored;
+  double k1 = r->k1, b = r->b, least = k1 * (1.0 - b);
+  scored_row *order = malloc((sk->n ? sk->n : 1) * sizeof *order);
+  best_hit *heap = malloc(r->limit * sizeof *heap);
+  if (!order || !heap) {
+    free(order);
+    free(heap);
+    r->status = ENGRAM_ENOMEM;
+    return r->status;
+  }
+  for (size_t i = 0; i < sk->n; i++) {
+    const double *tf = sk->tf + i * m;
+    double bound = 0;
+    for (size_t p = 0; p < m; p++)
+      if (tf[p] > 0)
+        bound += sk->idf[p] * tf[p] * (k1 + 1.0) / (tf[p] + least);
+    order[i] = (scored_row){i, bound, sk->rowid[i]};
+  }
+  qsort(order, sk->n, sizeof *order, by_bound);
+  size_t held = 0;
+  int rc = SQLITE_DONE;
+  sqlite3_stmt *row = sqlite_reader_stmt(r->rd, RS_CAND_ROW, &rc);
+  if (!row)
+    fail(r, rc, "preparing the rows query");
+  for (size_t i = 0; i < sk->n && r->status == 0; i++) {
+    if (held == r->limit && order[i].bound < heap[0].score)
+      break; /* no row left can enter */
+    if ((i & 63) == 63 && atomic_load(&r->stop)) {
+      r->status = ENGRAM_ECANCELED;
+      break;
+    }
+    const double *tf = sk->tf + order[i].row * m;
+    sqlite3_int64 rowid = sk->rowid[order[i].row];
+    double dl = -1;
+    if (row_length(r, rowid, &dl) != 0)
+      break;
+    if (dl < 0)
+      continue;
+    /* engram_rank's sum, term for term and in the same order */
+    double score = 0;
+    double norm = k1 * (1.0 - b + b * dl / sk->avgdl);
+    for (size_t p = 0; p < m; p++)
+      if (tf[p] > 0)
+        score += sk->idf[p] * tf[p] * (k1 + 1.0) / (tf[p] + norm);
+    best_hit h = {score, rowid, {0}};
+    if (held == r->limit && !better(&h, &heap[0]))
+      continue;
+    /* With a type filter, a row of another type must not take a place:
+     * its type is read now. Without, the ids are read at the end, for
+     * the rows kept only. */
+    if (r->types != 0) {
+      int keep = 0;
+      if (find_row(r, row, rowid, h.id, &keep) != 0)
+        break;
+      if (!keep)
+        continue;
+    }
+    if (held < r->limit) { /* sift up */
+      size_t at = held++;
+      while (at > 0 && better(&heap[(at - 1) / 2], &h)) {
+        heap[at] = heap[(at - 1) / 2];
+        at = (at - 1) / 2;
+      }
+      heap[at] = h;
+    } else {
+      heap[0] = h;
+      sift_down(heap, held, 0);
+    }
+  }
+  for (size_t i = 0; i < held && r->status == 0; i++) {
+    int keep = 1;
+    if (r->types == 0 && find_row(r, row, heap[i].rowid, heap[i].id, &keep))
+      break;
+    if (keep &&
+        push_entry(r, heap[i].id, heap[i].rowid, heap[i].score, 1, 0) != 0)
+      r->status = ENGRAM_ENOMEM;
+  }
+  free(order);
+  free(heap);
+  return r->status;
+}
+
+/* Runs the match planned in r: FTS5 hands every match's term frequencies
+ * to engram_rank's sink, then rank_rows keeps the best. */
+static int run_match(cand_req *r) {
+  int rc;
+  sqlite3_stmt *stmt = sqlite_reader_stmt(
+      r->rd, r->capped ? RS_CAND_HITS : RS_CAND_HITS_ALL, &rc);
+  if (!stmt)
+    return fail(r, rc, "preparing the candidates query");
+  sqlite_rank_sink sink;
+  memset(&sink, 0, sizeof sink);
+  sqlite3_bind_text(stmt, 1, r->match, -1, SQLITE_STATIC);
+  sqlite3_bind_double(stmt, 2, r->k1);
+  sqlite3_bind_double(stmt, 3, r->b);
+  sqlite3_bind_double(stmt, 4, r->meta_weight);
+  sqlite3_bind_int64(stmt, 5, (sqlite3_int64)r->skip);
+  sqlite3_bind_blob64(stmt, 6, r->dfs, r->nscored * sizeof *r->dfs,
+                      SQLITE_STATIC);
+  sqlite3_bind_pointer(stmt, 7, &sink, SQ_RANK_SINK, NULL);
+  sqlite3_bind_int64(stmt, 8, r->capped ? (sqlite3_int64)r->max_scored : -1);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+    ;
+  sqlite3_reset(stmt);
+  sqlite3_clear_bindings(stmt); /* the sink lives on this stack */
+  if (rc != SQLITE_DONE)
+    fail(r, rc, "matching the query");
+  else if (sink.n > 0)
+    rank_rows(r, &sink);
+  sqlite_rank_sink_free(&sink);
+  return r->status;
+}
+
+/* Step 1: the matches, best first. */
+static int find_hits(cand_req *r) {
+  match_plan p = {0};
+  if (!(r->dfs = malloc((r->words.n ? r->words.n : 1) * sizeof *r->dfs))) {
+    r->status = ENGRAM_ENOMEM;
+    return r->status;
+  }
+  if (plan_counts(r, &p) != 0 || p.n == 0) { /* no word in any row */
+    plan_free(&p);
+    return r->status;
+  }
+  double budget = r->max_scored ? (double)r->max_scored : INFINITY;
+  double rows = 0;
+  for (size_t i = 0; i < p.n; i++)
+    rows += p.sorted[i].select;
+  int form = p.n == 1 || rows <= budget     ? FORM_ALL
+             : p.sorted[0].select <= budget ? FORM_ESS
+                                            : FORM_PAIR;
+  if (plan_form(r, &p, form) == 0 && run_match(r) == 0 && form == FORM_PAIR &&
+      r->n < r->limit) {
+    /* Too few rows have the rarest word and another: the newest rows
+     * with the rarest word, whatever else they have. */
+    r->n = 0;
+    if (plan_form(r, &p, FORM_ESS) == 0)
+      run_match(r);
+  }
+  plan_free(&p);
+  return r->status;
 }
 
 static int by_id(const void *a, const void *b) {
@@ -235,6 +625,7 @@ static void merge_entries(cand_req *r) {
     cand_entry *e = &r->entries[i], *last = &r->entries[out];
     if (strcmp(e->id, last->id) == 0) {
       last->hit |= e->hit;
+      last->vhit |= e->vhit;
       last->has_prev |= e->has_prev;
       if (e->score > last->score)
         last->score = e->score;
@@ -254,7 +645,8 @@ static store_candidates *set_new(size_t n) {
   c->score = calloc(m, sizeof *c->score);
   c->hit = calloc(m, 1);
   c->adjacent = calloc(m, 1);
-  if (!c->nodes || !c->score || !c->hit || !c->adjacent) {
+  c->vhit = calloc(m, 1);
+  if (!c->nodes || !c->score || !c->hit || !c->adjacent || !c->vhit) {
     store_candidates_free(c);
     return NULL;
   }
@@ -333,6 +725,7 @@ static int load_nodes(cand_req *r) {
     c->nodes[c->n] = node;
     c->score[c->n] = r->entries[i].score;
     c->hit[c->n] = r->entries[i].hit;
+    c->vhit[c->n] = r->entries[i].vhit;
     c->adjacent[c->n] =
         (unsigned char)(c->n > 0 && !lost_prev && r->entries[i].has_prev);
     lost_prev = 0;
@@ -344,25 +737,79 @@ static int load_nodes(cand_req *r) {
   return r->status;
 }
 
+/* Step 1b, the query's vector hits: the memories of those ids in the
+ * namespace (of the wanted types), pushed like matches (so that step 2
+ * takes their neighbours) but marked vhit, with no score. */
+static int add_vector_hits(cand_req *r) {
+  if (!r->ids_json)
+    return 0;
+  int rc;
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_CAND_IDS, &rc);
+  if (!stmt)
+    return fail(r, rc, "preparing the vector hits query");
+  sqlite3_bind_text(stmt, 1, r->ids_json, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, r->ns, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 3, (sqlite3_int64)r->types);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *id = id_col(stmt, 1);
+    if (!id)
+      continue;
+    if (push_entry(r, id, sqlite3_column_int64(stmt, 0), 0, 0, 0) != 0) {
+      sqlite3_reset(stmt);
+      r->status = ENGRAM_ENOMEM;
+      return r->status;
+    }
+    r->entries[r->n - 1].vhit = 1;
+  }
+  sqlite3_reset(stmt);
+  return rc == SQLITE_DONE ? 0 : fail(r, rc, "reading the vector hits");
+}
+
+/* The ids as a JSON array (ids that are not canonical are left out:
+ * nothing of them could be a memory). NULL when out of memory. */
+static char *ids_to_json(const char *const *ids, size_t n) {
+  char *json = malloc(n * (ENGRAM_ID_LEN + 3) + 3);
+  if (!json)
+    return NULL;
+  size_t len = 0, kept = 0;
+  json[len++] = '[';
+  for (size_t i = 0; i < n; i++) {
+    if (!ids[i] || !engram_id_valid(ids[i]))
+      continue;
+    len += (size_t)sprintf(json + len, "%s\"%s\"", kept++ ? "," : "", ids[i]);
+  }
+  json[len++] = ']';
+  json[len] = '\0';
+  return json;
+}
+
 static void cand_run(rt_work *w) {
   cand_req *r = SQ_CONTAINER(w, cand_req, work);
   if (atomic_load(&r->stop)) {
     r->status = ENGRAM_ECANCELED;
     return;
   }
-  if (r->limit == 0) { /* no word to look for */
+  if (r->limit == 0 && !r->ids_json) { /* nothing to look for */
     if (!(r->set = set_new(0)))
       r->status = ENGRAM_ENOMEM;
     return;
   }
-  /* One read transaction for the whole task: one snapshot, and one set of
-   * WAL locks instead of one per statement (hundreds of fcntl calls). */
-  int rc = sqlite3_exec(r->rd->db, "BEGIN", NULL, NULL, NULL);
+  /* The vocabulary table, made once per connection, outside the read
+   * transaction. */
+  int rc = r->limit > 0 ? sqlite_terms_open(r->rd) : SQLITE_OK;
+  if (rc != SQLITE_OK) {
+    fail(r, rc, "preparing the vocabulary");
+    return;
+  }
+  /* One read transaction for the whole task: one snapshot (the words'
+   * counts and the match see the same rows), and one set of WAL locks
+   * instead of one per statement (hundreds of fcntl calls). */
+  rc = sqlite3_exec(r->rd->db, "BEGIN", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     fail(r, rc, "starting a read");
     return;
   }
-  if (find_hits(r) == 0) {
+  if ((r->limit == 0 || find_hits(r) == 0) && add_vector_hits(r) == 0) {
     size_t hits = r->n;
     if (r->window > 0)
       find_neighbours(r, hits);
@@ -382,7 +829,10 @@ static void cand_free(cand_req *r) {
   store_candidates_free(r->set);
   free(r->entries);
   free(r->ns);
+  sqlite_words_free(&r->words);
   free(r->match);
+  free(r->dfs);
+  free(r->ids_json);
   free(r);
 }
 
@@ -450,28 +900,30 @@ int sqlite_candidates(store *base, const store_candidates_query *q,
   if (!q->ns || !q->text || !req || !req->cb)
     return ENGRAM_EINVAL;
   size_t len = q->text_len ? q->text_len : strlen(q->text);
-  char *match = NULL;
-  size_t tokens = 0;
-  if (sqlite_match_build_ns(q->ns, q->text, len, &match, &tokens) != 0)
-    return ENGRAM_ENOMEM;
   cand_req *r = calloc(1, sizeof *r);
-  if (!r || !(r->ns = strdup(q->ns))) {
-    free(match);
+  if (!r || !(r->ns = strdup(q->ns)) ||
+      sqlite_words_collect(q->text, len, &r->words) != 0) {
+    if (r)
+      free(r->ns);
     free(r);
     return ENGRAM_ENOMEM;
   }
   r->st = st;
   r->req = req;
-  r->match = match; /* NULL: no word, nothing matches */
   r->types = q->types;
-  r->limit = tokens == 0 ? 0 : q->limit;
+  r->limit = r->words.n == 0 ? 0 : q->limit; /* no word: nothing matches */
   r->window = q->window;
+  r->max_scored = q->max_scored;
   r->k1 = q->k1;
   r->b = q->b;
   r->meta_weight = q->meta_weight;
+  if (q->nids && !(r->ids_json = ids_to_json(q->ids, q->nids))) {
+    cand_free(r);
+    return ENGRAM_ENOMEM;
+  }
   atomic_init(&r->stop, 0);
   req->impl = r;
-  if (r->limit == 0) {
+  if (r->limit == 0 && !r->ids_json) {
     /* Nothing to look for: an empty set, still from the loop, later. */
     if (cand_offload(r) != 0) {
       req->impl = NULL;

@@ -24,10 +24,11 @@
 
 #include "store/store.h"
 
-#define SQ_SCHEMA_VERSION 2 /* the newest schema this code knows */
+#define SQ_SCHEMA_VERSION 3 /* the newest schema this code knows */
 #define SQ_DEFAULT_PATH "./data/engram.db"
 #define SQ_BUSY_TIMEOUT_MS 5000
 #define SQ_MSG_LEN 256
+#define SQ_READER_MMAP "268435456" /* bytes a reader maps of the file */
 
 /* The struct that embeds member at ptr. */
 #define SQ_CONTAINER(ptr, type, member)                                        \
@@ -38,8 +39,8 @@
 #define SQ_NODE_COLUMNS                                                        \
   "m.id, m.ns, m.type, m.content, m.content_hash, m.created_ms, "              \
   "m.updated_ms, m.accessed_ms, m.importance, m.metadata, m.embedding, "       \
-  "m.embedding_dim"
-#define SQ_NODE_NCOLUMNS 12
+  "m.embedding_dim, m.embedder"
+#define SQ_NODE_NCOLUMNS 13
 
 /* Statements a reader connection prepares once and keeps (sqlite_pool.c). */
 typedef enum reader_stmt_kind {
@@ -51,16 +52,28 @@ typedef enum reader_stmt_kind {
   RS_LIST_ALL,   /* keyset page over all namespaces */
   RS_SEARCH,     /* FTS5 match, ranked */
   RS_NEIGHBOURS, /* traverse: ids linked to an id, both directions */
-  RS_CAND_HITS,   /* candidates: the best matches, engram_rank(k1, b, w) */
+  RS_CAND_HITS,   /* candidates: the newest matches, to engram_rank's sink */
+  RS_CAND_HITS_ALL, /* candidates: every match, to engram_rank's sink */
   RS_CAND_BEFORE, /* candidates: ids before an id in a namespace */
   RS_CAND_AFTER,  /* candidates: ids after an id in a namespace */
   RS_CAND_NODES,  /* candidates: memories by rowid (a JSON array) */
+  RS_CAND_IDS,    /* candidates: memories by id (a JSON array), in ns */
+  RS_TERM_DF,     /* rows holding an index term (sqlite_terms.c) */
+  RS_DATA_VERSION, /* PRAGMA data_version (sqlite_terms.c) */
+  RS_NS_ALONE,    /* candidates: is a namespace the only one? */
+  RS_DOCSIZE,     /* candidates: a row's length in words (FTS5's docsize) */
+  RS_CAND_ROW,    /* candidates: a matching row's id and type */
+  RS_VEC_SEQ,     /* vectors: the namespace's change sequence */
+  RS_VEC_PAGE,    /* vectors: rows after a (vseq, id), in that order */
+  RS_VEC_REMOVED, /* vectors: ids removed after a sequence */
   RS_COUNT
 } reader_stmt_kind;
 
+typedef struct sqlite_terms sqlite_terms;
 typedef struct sqlite_reader {
   sqlite3 *db;
   sqlite3_stmt *stmt[RS_COUNT];
+  sqlite_terms *terms; /* sqlite_terms.c, made at first use; NULL before */
   struct sqlite_reader *next_free;
 } sqlite_reader;
 
@@ -85,6 +98,11 @@ typedef enum writer_stmt_kind {
   WS_EXISTS,
   WS_LINK,
   WS_UNLINK,
+  WS_BUMP_SEQ,
+  WS_REMOVED,
+  WS_GET_SPACE,
+  WS_SET_SPACE,
+  WS_SET_VECTOR,
   WS_COUNT
 } writer_stmt_kind;
 
@@ -131,6 +149,9 @@ typedef struct sqlite_store {
   store_batch *queue_head, *queue_tail;
   int writing; /* a group is on the thread pool */
   write_group group;
+  /* The vector space as the running group sees it (thread-pool side);
+   * copied to head.space after a commit. */
+  char wspace[STORE_SPACE_LEN];
 
   /* readers */
   sqlite_reader *readers; /* nreaders of them */
@@ -254,9 +275,34 @@ int sqlite_match_build(const char *text, size_t len, char **out,
                        size_t *tokens);
 /* The same, ANDed with the namespace's tag: `ns_tag : "n<HEX>" AND
  * {content meta} : (...)`. The tag is the expression's first phrase
- * (engram_rank's skip). */
+ * (engram_rank's skip). Hybrid search's match before pruning, kept as the
+ * reference tests/test_search_scale.c compares the pruned one with. */
 int sqlite_match_build_ns(const char *ns, const char *text, size_t len,
                           char **out, size_t *tokens);
+/* A query's search words, kept apart (core_search_words): word i is the
+ * NUL-terminated text + off[i], len[i] bytes, matched as a prefix when
+ * cut[i]. */
+typedef struct sqlite_words {
+  char *text;
+  size_t *off, *len;
+  unsigned char *cut;
+  size_t n;
+  size_t cap, used, text_cap; /* building */
+  int failed;
+} sqlite_words;
+/* 0 or ENGRAM_ENOMEM (then *out holds nothing to free). */
+int sqlite_words_collect(const char *text, size_t len, sqlite_words *out);
+void sqlite_words_free(sqlite_words *w);
+/* An expression of hybrid search's candidates: the namespace's tag (ns
+ * NULL: none, the file holds that namespace alone), AND `ngroups` groups,
+ * each a disjunction restricted to the word columns: group g is the next
+ * group_len[g] words of idx (indices into w). The phrases are numbered in
+ * that order after the tag (engram_rank's skip counts the tag and any
+ * group that is a filter only). *out NULL when ngroups is 0. 0 or
+ * ENGRAM_ENOMEM. */
+int sqlite_match_build_groups(const char *ns, const sqlite_words *w,
+                              const size_t *idx, const size_t *group_len,
+                              size_t ngroups, char **out);
 
 int sqlite_stream_search(store *base, const store_query *q, engram_stream *s);
 int sqlite_stream_list(store *base, const store_query *q, engram_stream *s);
@@ -264,6 +310,27 @@ int sqlite_stream_list(store *base, const store_query *q, engram_stream *s);
 int sqlite_candidates(store *base, const store_candidates_query *q,
                       store_candidates_req *req);
 void sqlite_candidates_cancel(store *base, store_candidates_req *req);
+/* sqlite_vectors.c: store_ops.vectors and vectors_cancel. */
+int sqlite_vectors(store *base, const store_vectors_query *q,
+                   store_vectors_req *req);
+void sqlite_vectors_cancel(store *base, store_vectors_req *req);
+
+/* sqlite_terms.c (the thread that holds the reader) */
+/* Makes the reader's vocabulary table, tokenizer and cache of counts when
+ * it has none yet (before its read transaction). An SQLite result code. */
+int sqlite_terms_open(sqlite_reader *rd);
+/* Inside the read transaction, before sqlite_terms_df: empties the cache
+ * of counts if the database changed since they were taken. */
+int sqlite_terms_sync(sqlite_reader *rd);
+/* How many rows hold a search word (cut: matched as a prefix): *select,
+ * an upper bound to choose words by (0: no row can match it), and *exact,
+ * the count engram_rank's idf needs, or -1 where engram_rank must count
+ * itself. An SQLite result code. */
+int sqlite_terms_df(sqlite_reader *rd, const char *word, size_t len, int cut,
+                    double *select, double *exact);
+/* Frees a reader's term state (NULL: nothing), before its connection
+ * closes. */
+void sqlite_terms_free(sqlite_terms *t);
 
 /* sqlite_traverse.c */
 int sqlite_stream_traverse(store *base, const store_query *q, engram_stream *s);
@@ -274,5 +341,23 @@ int sqlite_stream_traverse(store *base, const store_query *q, engram_stream *s);
 
 /* Registers engram_rank() (sqlite_rank.c) on a connection that searches. */
 int sqlite_rank_register(sqlite3 *db);
+
+/* engram_rank's sink: bound as its sixth argument with
+ * sqlite3_bind_pointer(stmt, i, sink, SQ_RANK_SINK, NULL), engram_rank
+ * scores no row but records, in order, each row's rowid and the term
+ * frequencies of the scored phrases (the phrases after the first skip),
+ * with the query's statistics, and gives NULL. The caller owns it (zeroed
+ * before use, sqlite_rank_sink_free after). */
+#define SQ_RANK_SINK "engram_rank_sink"
+typedef struct sqlite_rank_sink {
+  int ready;       /* the statistics are set (at the first row) */
+  size_t nscored;  /* term frequencies per row */
+  double avgdl;    /* words per row, on average */
+  double *idf;     /* per scored phrase */
+  size_t n, cap;   /* rows */
+  sqlite3_int64 *rowid;
+  double *tf;      /* row i's at tf + i * nscored */
+} sqlite_rank_sink;
+void sqlite_rank_sink_free(sqlite_rank_sink *s);
 
 #endif

@@ -19,6 +19,14 @@
  * columns, with the namespace's tag (schema v2: "n" and the hex of the
  * namespace's bytes, in the ns_tag column): the index then visits only the
  * namespace's rows. The tag is hex, so it is a token and never syntax.
+ *
+ * Hybrid search prunes (sqlite_candidates.c): it keeps the words apart
+ * (sqlite_words_collect) and ANDs groups of them with
+ * sqlite_match_build_groups(), each group a disjunction, for example
+ * `tag AND {content meta} : (E) AND {content meta} : (E OR NE)`: the rows
+ * that have one of the essential words E; every word is still a phrase of
+ * the query, so FTS5 reports where the others occur in those rows and
+ * each row gets its whole score.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,14 +41,13 @@ typedef struct builder {
   int failed;
 } builder;
 
-static void add_token(const char *tok, size_t len, int cut, void *data) {
-  builder *b = data;
+/* Appends n bytes as they are (the expression's own syntax). */
+static void add_raw(builder *b, const char *s, size_t n) {
   if (b->failed)
     return;
-  size_t need = b->len + len + 8; /* ` OR "` + tok + `"*` + NUL */
-  if (need > b->cap) {
+  if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 256;
-    while (cap < need)
+    while (cap < b->len + n + 1)
       cap *= 2;
     char *p = realloc(b->buf, cap);
     if (!p) {
@@ -50,17 +57,19 @@ static void add_token(const char *tok, size_t len, int cut, void *data) {
     b->buf = p;
     b->cap = cap;
   }
-  if (b->tokens > 0) {
-    memcpy(b->buf + b->len, " OR ", 4);
-    b->len += 4;
-  }
-  b->buf[b->len++] = '"';
-  memcpy(b->buf + b->len, tok, len);
-  b->len += len;
-  b->buf[b->len++] = '"';
-  if (cut)
-    b->buf[b->len++] = '*'; /* a cut token matches its word as a prefix */
+  memcpy(b->buf + b->len, s, n);
+  b->len += n;
   b->buf[b->len] = '\0';
+}
+
+static void add_token(const char *tok, size_t len, int cut, void *data) {
+  builder *b = data;
+  if (b->tokens > 0)
+    add_raw(b, " OR ", 4);
+  add_raw(b, "\"", 1);
+  add_raw(b, tok, len);
+  /* a cut token matches its word as a prefix */
+  add_raw(b, "\"*", cut ? 2 : 1);
   b->tokens++;
 }
 
@@ -77,38 +86,129 @@ int sqlite_match_build(const char *text, size_t len, char **out,
   return 0;
 }
 
-int sqlite_match_build_ns(const char *ns, const char *text, size_t len,
-                          char **out, size_t *tokens) {
-  char *words = NULL;
-  *out = NULL;
-  int rc = sqlite_match_build(text, len, &words, tokens);
-  if (rc != 0 || !words)
-    return rc;
+/* The tag and the AND that follows it: `ns_tag : "n<HEX>" AND `. The tag
+ * is hex, so it is a token and never syntax. */
+static void add_tag(builder *b, const char *ns) {
   static const char hex[] = "0123456789ABCDEF";
-  static const char head[] = "ns_tag : \"n";
-  static const char middle[] = "\" AND {content meta} : (";
-  size_t nslen = strlen(ns), wlen = strlen(words);
-  size_t cap = sizeof head + 2 * nslen + sizeof middle + wlen + 2;
-  char *expr = malloc(cap);
-  if (!expr) {
-    free(words);
+  add_raw(b, "ns_tag : \"n", 11);
+  for (const unsigned char *p = (const unsigned char *)ns; *p && !b->failed;
+       p++) {
+    char pair[2] = {hex[*p >> 4], hex[*p & 15]};
+    add_raw(b, pair, 2);
+  }
+  add_raw(b, "\" AND ", 6);
+}
+
+static void add_group(builder *b, const sqlite_words *w, const size_t *idx,
+                      size_t n) {
+  static const char group[] = "{content meta} : (";
+  add_raw(b, group, sizeof group - 1);
+  b->tokens = 0;
+  for (size_t i = 0; i < n; i++)
+    add_token(w->text + w->off[idx[i]], w->len[idx[i]], w->cut[idx[i]], b);
+  add_raw(b, ")", 1);
+}
+
+int sqlite_match_build_groups(const char *ns, const sqlite_words *w,
+                              const size_t *idx, const size_t *group_len,
+                              size_t ngroups, char **out) {
+  builder b = {0};
+  *out = NULL;
+  if (ngroups == 0)
+    return 0;
+  if (ns)
+    add_tag(&b, ns);
+  for (size_t g = 0; g < ngroups; idx += group_len[g++]) {
+    if (g > 0)
+      add_raw(&b, " AND ", 5);
+    add_group(&b, w, idx, group_len[g]);
+  }
+  if (b.failed) {
+    free(b.buf);
     return ENGRAM_ENOMEM;
   }
-  char *p = expr;
-  memcpy(p, head, sizeof head - 1);
-  p += sizeof head - 1;
-  for (size_t i = 0; i < nslen; i++) {
-    unsigned char c = (unsigned char)ns[i];
-    *p++ = hex[c >> 4];
-    *p++ = hex[c & 15];
-  }
-  memcpy(p, middle, sizeof middle - 1);
-  p += sizeof middle - 1;
-  memcpy(p, words, wlen);
-  p += wlen;
-  *p++ = ')';
-  *p = '\0';
-  free(words);
-  *out = expr;
+  *out = b.buf;
   return 0;
+}
+
+int sqlite_match_build_ns(const char *ns, const char *text, size_t len,
+                          char **out, size_t *tokens) {
+  sqlite_words w;
+  *out = NULL;
+  int rc = sqlite_words_collect(text, len, &w);
+  size_t *order = malloc((w.n ? w.n : 1) * sizeof *order);
+  if (rc == 0 && !order)
+    rc = ENGRAM_ENOMEM;
+  if (rc == 0) {
+    for (size_t i = 0; i < w.n; i++)
+      order[i] = i;
+    size_t all = w.n;
+    rc = sqlite_match_build_groups(ns, &w, order, &all, w.n ? 1 : 0, out);
+  }
+  *tokens = rc == 0 ? w.n : 0;
+  free(order);
+  sqlite_words_free(&w);
+  return rc;
+}
+
+/* ------------------------------------------------------------ words */
+
+static void keep_word(const char *tok, size_t len, int cut, void *data) {
+  sqlite_words *w = data;
+  if (w->failed)
+    return;
+  if (w->n == w->cap) {
+    size_t cap = w->cap ? 2 * w->cap : 16;
+    size_t *off = realloc(w->off, cap * sizeof *off);
+    if (off)
+      w->off = off;
+    size_t *lens = realloc(w->len, cap * sizeof *lens);
+    if (lens)
+      w->len = lens;
+    unsigned char *cuts = realloc(w->cut, cap);
+    if (cuts)
+      w->cut = cuts;
+    if (!off || !lens || !cuts) {
+      w->failed = 1;
+      return;
+    }
+    w->cap = cap;
+  }
+  if (w->used + len + 1 > w->text_cap) {
+    size_t cap = w->text_cap ? 2 * w->text_cap : 256;
+    while (cap < w->used + len + 1)
+      cap *= 2;
+    char *text = realloc(w->text, cap);
+    if (!text) {
+      w->failed = 1;
+      return;
+    }
+    w->text = text;
+    w->text_cap = cap;
+  }
+  memcpy(w->text + w->used, tok, len);
+  w->text[w->used + len] = '\0';
+  w->off[w->n] = w->used;
+  w->len[w->n] = len;
+  w->cut[w->n] = (unsigned char)(cut != 0);
+  w->used += len + 1;
+  w->n++;
+}
+
+int sqlite_words_collect(const char *text, size_t len, sqlite_words *out) {
+  memset(out, 0, sizeof *out);
+  core_search_words(text, len, keep_word, out);
+  if (out->failed) {
+    sqlite_words_free(out);
+    return ENGRAM_ENOMEM;
+  }
+  return 0;
+}
+
+void sqlite_words_free(sqlite_words *w) {
+  free(w->text);
+  free(w->off);
+  free(w->len);
+  free(w->cut);
+  memset(w, 0, sizeof *w);
 }

@@ -48,15 +48,17 @@ static const char *const reader_sql[RS_COUNT] = {
                       " UNION ALL "
                       "SELECT source FROM relationships"
                       " WHERE target = ?1 AND ns = ?2 AND strength >= ?3",
-    /* score is negative (engram_rank), lower is better; ?1 starts with
-     * the namespace tag (sqlite_match_build_ns), not scored. */
-    [RS_CAND_HITS] = "SELECT m.rowid, m.id,"
-                     " engram_rank(memories_fts, ?4, ?5, ?6, 1) AS score"
-                     " FROM memories_fts JOIN memories m"
-                     " ON m.rowid = memories_fts.rowid"
-                     " WHERE memories_fts MATCH ?1 AND m.ns = ?2"
-                     " AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)"
-                     " ORDER BY score LIMIT ?7",
+    /* ?1 is an expression of sqlite_match_build_groups whose first ?5
+     * phrases are filters, ?6 the document counts of the others; the
+     * matches' term frequencies go to the sink ?7 (engram_rank gives
+     * NULL), at most ?8 of them, the newest (FTS5 walks rowids backwards,
+     * no sort); sqlite_candidates.c ranks them. */
+#define CAND_HITS_SQL(order)                                                   \
+  "SELECT engram_rank(memories_fts, ?2, ?3, ?4, ?5, ?6, ?7)"                   \
+  " FROM memories_fts WHERE memories_fts MATCH ?1" order " LIMIT ?8"
+    [RS_CAND_HITS] = CAND_HITS_SQL(" ORDER BY rowid DESC"),
+    /* The same in FTS5's own order (forwards, cheaper), every match. */
+    [RS_CAND_HITS_ALL] = CAND_HITS_SQL(""),
     [RS_CAND_BEFORE] = "SELECT m.rowid, m.id FROM memories m"
                        " WHERE m.ns = ?1 AND m.id < ?2"
                        " AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)"
@@ -68,6 +70,28 @@ static const char *const reader_sql[RS_COUNT] = {
     [RS_CAND_NODES] = "SELECT m.rowid, " SQ_NODE_COLUMNS
                       " FROM memories m WHERE m.rowid IN"
                       " (SELECT value FROM json_each(?1))",
+    /* the vocabulary table sqlite_terms_open makes on the connection */
+    [RS_TERM_DF] = "SELECT doc FROM temp.engram_vocab WHERE term = ?1",
+    [RS_DATA_VERSION] = "PRAGMA data_version",
+    /* 1 when ?1 is the only namespace (two index seeks; min() and max()
+     * in one SELECT would scan) */
+    [RS_NS_ALONE] = "SELECT (SELECT min(ns) FROM memories) IS ?1"
+                    " AND (SELECT max(ns) FROM memories) IS ?1",
+    /* one varint per column (content, meta, ns_tag), FTS5's format */
+    [RS_DOCSIZE] = "SELECT sz FROM memories_fts_docsize WHERE id = ?1",
+    [RS_CAND_ROW] = "SELECT id, type FROM memories WHERE rowid = ?1"
+                    " AND ns = ?2",
+    [RS_CAND_IDS] = "SELECT m.rowid, m.id FROM memories m"
+                    " WHERE m.id IN (SELECT value FROM json_each(?1))"
+                    " AND m.ns = ?2 AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)",
+    /* The vector index's catch-up (sqlite_vectors.c); the page walks the
+     * index memories_ns_vseq(ns, vseq, id) from a row value. */
+    [RS_VEC_SEQ] = "SELECT seq FROM ns_seq WHERE ns = ?1",
+    [RS_VEC_PAGE] = "SELECT id, vseq, type, embedder, embedding_dim,"
+                    " embedding FROM memories"
+                    " WHERE ns = ?1 AND (vseq, id) > (?2, ?3)"
+                    " ORDER BY vseq, id LIMIT ?4",
+    [RS_VEC_REMOVED] = "SELECT id FROM removed WHERE ns = ?1 AND seq > ?2",
 };
 
 sqlite3_stmt *sqlite_reader_stmt(sqlite_reader *rd, reader_stmt_kind kind,

@@ -108,9 +108,19 @@ int sqlite_row_node(sqlite3_stmt *stmt, int col, engram_node **out, char *msg,
     return ENGRAM_ECORRUPT;
   }
 
+  size_t embedder_len = 0;
+  const char *embedder = NULL;
+  if (dim > 0) {
+    embedder = text_col(stmt, col + 12, &embedder_len);
+    if (!embedder || embedder_len == 0) {
+      embedder = "client"; /* a vector stored without a name */
+      embedder_len = 6;
+    }
+  }
+
   size_t emb = (size_t)dim * sizeof(float);
-  size_t size =
-      sizeof(engram_node) + emb + ns_len + 1 + content_len + 1 + md_len + 1;
+  size_t size = sizeof(engram_node) + emb + ns_len + 1 + content_len + 1 +
+                md_len + 1 + (embedder ? embedder_len + 1 : 0);
   engram_node *n = malloc(size);
   if (!n) {
     snprintf(msg, msglen, "out of memory reading memory %s", id);
@@ -143,6 +153,12 @@ int sqlite_row_node(sqlite3_stmt *stmt, int col, engram_node **out, char *msg,
   memcpy(p, metadata, md_len);
   p[md_len] = '\0';
   n->metadata = p;
+  p += md_len + 1;
+  if (embedder) {
+    memcpy(p, embedder, embedder_len);
+    p[embedder_len] = '\0';
+    n->embedder = p;
+  }
   *out = n;
   return 0;
 }

@@ -169,6 +169,8 @@ static const store_ops sqlite_ops = {
     .traverse = sqlite_stream_traverse,
     .candidates = sqlite_candidates,
     .candidates_cancel = sqlite_candidates_cancel,
+    .vectors = sqlite_vectors,
+    .vectors_cancel = sqlite_vectors_cancel,
 };
 
 store *store_sqlite_new(rt *r, const engram_options *opts) {

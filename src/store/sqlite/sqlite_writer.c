@@ -16,6 +16,11 @@
  * the transaction) fails, every batch of the group fails with the storage
  * error. The writer's statements are prepared once and kept on the writer
  * connection, which only the one running group ever touches.
+ *
+ * Every ADD, UPDATE and DELETE advances its namespace's change sequence
+ * and stamps the row with it (or records the removed id), and every vector
+ * written is checked against the database's vector space, read again at
+ * the start of each batch: see store.h.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +34,9 @@ static const char *const writer_sql[WS_COUNT] = {
                     " LIMIT 1",
     [WS_INSERT] = "INSERT INTO memories(id, ns, type, content, content_hash,"
                   " created_ms, updated_ms, accessed_ms, importance, metadata,"
-                  " embedding, embedding_dim)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8, ?9, ?10)",
+                  " embedding, embedding_dim, embedder, vseq)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8, ?9, ?10,"
+                  " ?11, (SELECT seq FROM ns_seq WHERE ns = ?2))",
     [WS_FIND_FOR_CHANGE] = "SELECT rowid, content FROM memories"
                            " WHERE id = ?1 AND ns = ?2",
     /* NULL leaves a column as it is; ?7 says whether the embedding is set
@@ -43,6 +49,8 @@ static const char *const writer_sql[WS_COUNT] = {
         " metadata = coalesce(?6, metadata),"
         " embedding = CASE WHEN ?7 THEN ?8 ELSE embedding END,"
         " embedding_dim = CASE WHEN ?7 THEN ?9 ELSE embedding_dim END,"
+        " embedder = CASE WHEN ?7 THEN ?11 ELSE embedder END,"
+        " vseq = (SELECT seq FROM ns_seq WHERE ns = ?12),"
         " updated_ms = ?10 WHERE rowid = ?1",
     [WS_DELETE] = "DELETE FROM memories WHERE rowid = ?1",
     [WS_DELETE_RELS_SOURCE] = "DELETE FROM relationships WHERE source = ?1",
@@ -58,6 +66,19 @@ static const char *const writer_sql[WS_COUNT] = {
     [WS_UNLINK] =
         "DELETE FROM relationships"
         " WHERE source = ?1 AND target = ?2 AND kind = ?3 AND ns = ?4",
+    [WS_BUMP_SEQ] = "INSERT INTO ns_seq(ns, seq) VALUES (?1, 1)"
+                    " ON CONFLICT(ns) DO UPDATE SET seq = seq + 1",
+    [WS_REMOVED] = "INSERT INTO removed(ns, id, seq)"
+                   " VALUES (?1, ?2, (SELECT seq FROM ns_seq WHERE ns = ?1))",
+    /* ?1 id, ?2 ns, ?3 vector, ?4 dim, ?5 embedder, ?6 content hash */
+    [WS_SET_VECTOR] = "UPDATE memories SET embedding = ?3, embedding_dim = ?4,"
+                      " embedder = ?5,"
+                      " vseq = (SELECT seq FROM ns_seq WHERE ns = ?2)"
+                      " WHERE id = ?1 AND ns = ?2 AND content_hash = ?6",
+    [WS_GET_SPACE] = "SELECT value FROM engram_meta WHERE key = 'embedder'",
+    [WS_SET_SPACE] = "INSERT INTO engram_meta(key, value)"
+                     " VALUES ('embedder', ?1)"
+                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
 };
 
 /* ------------------------------------------------------- thread-pool side */
@@ -99,16 +120,20 @@ static void bind_content(sqlite3_stmt *stmt, int i, const engram_op *op) {
                       SQLITE_UTF8);
 }
 
-static void bind_embedding(sqlite3_stmt *stmt, int blob, int dim,
+/* The vector, its dimension and its embedder's name, at blob, blob + 1
+ * and name. */
+static void bind_embedding(sqlite3_stmt *stmt, int blob, int name,
                            const engram_op *op) {
   if (op->embedding && op->embedding_dim > 0) {
     sqlite3_bind_blob64(stmt, blob, op->embedding,
                         (sqlite3_uint64)op->embedding_dim * sizeof(float),
                         SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, dim, (sqlite3_int64)op->embedding_dim);
+    sqlite3_bind_int64(stmt, blob + 1, (sqlite3_int64)op->embedding_dim);
+    bind_str(stmt, name, op->embedder ? op->embedder : "client");
   } else {
     sqlite3_bind_null(stmt, blob);
-    sqlite3_bind_int64(stmt, dim, 0);
+    sqlite3_bind_int64(stmt, blob + 1, 0);
+    sqlite3_bind_null(stmt, name);
   }
 }
 
@@ -132,6 +157,73 @@ static int storage_error(op_ctx *c, int rc) {
   snprintf(what, sizeof what, "storage error in op %zu", c->index);
   return sqlite_fail(c->st->writer, rc, what, c->op->message,
                      sizeof c->op->message);
+}
+
+/* Advances op's namespace's change sequence: the row the op writes is
+ * stamped with the new value (store.h). */
+static int bump_seq(op_ctx *c) {
+  int rc;
+  sqlite3_stmt *q = wstmt(c->st, WS_BUMP_SEQ, &rc);
+  if (!q)
+    return storage_error(c, rc);
+  bind_str(q, 1, c->op->ns);
+  rc = run(q);
+  return rc == SQLITE_OK ? 0 : storage_error(c, rc);
+}
+
+/* The database's vector space into st->wspace (at the start of a batch:
+ * a batch rolled back may have set it). */
+static int load_space(sqlite_store *st, char *msg, size_t msglen) {
+  int rc;
+  st->wspace[0] = '\0';
+  sqlite3_stmt *q = wstmt(st, WS_GET_SPACE, &rc);
+  if (!q)
+    return sqlite_fail(st->writer, rc, "reading the embedder", msg, msglen);
+  rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW) {
+    const char *v = (const char *)sqlite3_column_text(q, 0);
+    snprintf(st->wspace, sizeof st->wspace, "%s", v ? v : "");
+  }
+  sqlite3_reset(q);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+    return 0;
+  return sqlite_fail(st->writer, rc, "reading the embedder", msg, msglen);
+}
+
+static int save_space(op_ctx *c, const char *space) {
+  int rc;
+  sqlite3_stmt *q = wstmt(c->st, WS_SET_SPACE, &rc);
+  if (!q)
+    return storage_error(c, rc);
+  bind_str(q, 1, space);
+  rc = run(q);
+  if (rc != SQLITE_OK)
+    return storage_error(c, rc);
+  snprintf(c->st->wspace, sizeof c->st->wspace, "%s", space);
+  return 0;
+}
+
+/* A vector the op writes must be of the database's space; the first
+ * vector of a database sets it. */
+static int check_space(op_ctx *c) {
+  engram_op *op = c->op;
+  int writes_vector = op->embedding && op->embedding_dim > 0 &&
+                      (op->kind == ENGRAM_OP_ADD ||
+                       op->kind == STORE_OP_SET_VECTOR ||
+                       (op->set & ENGRAM_SET_EMBEDDING));
+  if (!writes_vector)
+    return 0;
+  char space[STORE_SPACE_LEN];
+  if (store_space_format(space, op->embedder ? op->embedder : "client",
+                         op->embedding_dim) != 0) {
+    snprintf(op->message, sizeof op->message, "embedder name is too long");
+    return ENGRAM_EINVAL;
+  }
+  if (c->st->wspace[0] == '\0')
+    return save_space(c, space);
+  if (strcmp(space, c->st->wspace) == 0)
+    return 0;
+  return store_space_mismatch(op, c->st->wspace, space);
 }
 
 static int add_history(op_ctx *c, const char *id, engram_event event,
@@ -161,6 +253,10 @@ static int op_add(op_ctx *c) {
   engram_op *op = c->op;
   int64_t hash = (int64_t)c->b->content_hash[c->index]; /* bit pattern */
   int rc;
+  /* The vector's space first, dedup or not (as on PostgreSQL). */
+  int code = check_space(c);
+  if (code != 0)
+    return code;
   if (op->dedup) {
     sqlite3_stmt *q = wstmt(c->st, WS_FIND_DUP, &rc);
     if (!q)
@@ -182,6 +278,9 @@ static int op_add(op_ctx *c) {
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
       return storage_error(c, rc);
   }
+  code = bump_seq(c);
+  if (code != 0)
+    return code;
   sqlite3_stmt *ins = wstmt(c->st, WS_INSERT, &rc);
   if (!ins)
     return storage_error(c, rc);
@@ -194,7 +293,7 @@ static int op_add(op_ctx *c) {
   sqlite3_bind_double(ins, 7,
                       (op->set & ENGRAM_SET_IMPORTANCE) ? op->importance : 0.5);
   bind_str(ins, 8, op->metadata ? op->metadata : "{}");
-  bind_embedding(ins, 9, 10, op);
+  bind_embedding(ins, 9, 11, op);
   rc = run(ins);
   if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
     snprintf(op->message, sizeof op->message,
@@ -252,8 +351,14 @@ static int op_update(op_ctx *c) {
   char *old = NULL;
   size_t old_len = 0;
   int code = find_for_change(c, &rowid, &old, &old_len);
-  if (code != 0)
+  if (code == 0)
+    code = check_space(c);
+  if (code == 0)
+    code = bump_seq(c);
+  if (code != 0) {
+    free(old);
     return code;
+  }
   int rc;
   sqlite3_stmt *u = wstmt(c->st, WS_UPDATE, &rc);
   if (!u) {
@@ -282,8 +387,9 @@ static int op_update(op_ctx *c) {
   else
     sqlite3_bind_null(u, 6);
   sqlite3_bind_int(u, 7, (set & ENGRAM_SET_EMBEDDING) ? 1 : 0);
-  bind_embedding(u, 8, 9, op);
+  bind_embedding(u, 8, 11, op);
   sqlite3_bind_int64(u, 10, c->b->at_ms);
+  bind_str(u, 12, op->ns);
   rc = run(u);
   if (rc != SQLITE_OK) {
     free(old);
@@ -307,10 +413,14 @@ static int op_delete(op_ctx *c) {
   char *old = NULL;
   size_t old_len = 0;
   int code = find_for_change(c, &rowid, &old, &old_len);
-  if (code != 0)
+  if (code == 0)
+    code = bump_seq(c);
+  if (code != 0) {
+    free(old);
     return code;
-  static const writer_stmt_kind steps[] = {WS_DELETE_RELS_SOURCE,
-                                           WS_DELETE_RELS_TARGET, WS_DELETE};
+  }
+  static const writer_stmt_kind steps[] = {
+      WS_DELETE_RELS_SOURCE, WS_DELETE_RELS_TARGET, WS_DELETE, WS_REMOVED};
   for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
     int rc;
     sqlite3_stmt *d = wstmt(c->st, steps[i], &rc);
@@ -318,10 +428,14 @@ static int op_delete(op_ctx *c) {
       free(old);
       return storage_error(c, rc);
     }
-    if (steps[i] == WS_DELETE)
+    if (steps[i] == WS_DELETE) {
       sqlite3_bind_int64(d, 1, rowid);
-    else
+    } else if (steps[i] == WS_REMOVED) {
+      bind_str(d, 1, op->ns);
+      bind_str(d, 2, op->id);
+    } else {
       bind_str(d, 1, op->id);
+    }
     rc = run(d);
     if (rc != SQLITE_OK) {
       free(old);
@@ -331,6 +445,26 @@ static int op_delete(op_ctx *c) {
   code = add_history(c, op->id, ENGRAM_EVENT_DELETE, old, old_len, NULL, 0);
   free(old);
   return code;
+}
+
+/* STORE_OP_SET_VECTOR (store.h): no row changed is not an error. */
+static int op_set_vector(op_ctx *c) {
+  engram_op *op = c->op;
+  int code = check_space(c);
+  if (code == 0)
+    code = bump_seq(c);
+  if (code != 0)
+    return code;
+  int rc;
+  sqlite3_stmt *u = wstmt(c->st, WS_SET_VECTOR, &rc);
+  if (!u)
+    return storage_error(c, rc);
+  bind_str(u, 1, op->id);
+  bind_str(u, 2, op->ns);
+  bind_embedding(u, 3, 5, op);
+  sqlite3_bind_int64(u, 6, (int64_t)c->b->content_hash[c->index]);
+  rc = run(u);
+  return rc == SQLITE_OK ? 0 : storage_error(c, rc);
 }
 
 static int exists(op_ctx *c, const char *id, const char *role) {
@@ -397,6 +531,13 @@ static int op_unlink(op_ctx *c) {
 /* Applies every op of b; stops at the first failure and returns its code
  * (the caller rolls the batch back). */
 static int apply_batch(sqlite_store *st, store_batch *b) {
+  if (b->n > 0) {
+    int code = load_space(st, b->ops[0].message, sizeof b->ops[0].message);
+    if (code != 0) {
+      b->ops[0].status = code;
+      return code;
+    }
+  }
   for (size_t i = 0; i < b->n; i++) {
     op_ctx c = {st, b, i, &b->ops[i]};
     engram_op *op = c.op;
@@ -404,7 +545,7 @@ static int apply_batch(sqlite_store *st, store_batch *b) {
     op->deduplicated = 0;
     op->message[0] = '\0';
     int code;
-    switch (op->kind) {
+    switch ((int)op->kind) { /* STORE_OP_SET_SPACE is not in the enum */
     case ENGRAM_OP_ADD:
       code = op_add(&c);
       break;
@@ -420,6 +561,19 @@ static int apply_batch(sqlite_store *st, store_batch *b) {
     case ENGRAM_OP_UNLINK:
       code = op_unlink(&c);
       break;
+    case STORE_OP_SET_VECTOR:
+      code = op_set_vector(&c);
+      break;
+    case STORE_OP_SET_SPACE: {
+      char space[STORE_SPACE_LEN];
+      code = store_space_format(space, op->embedder, op->embedding_dim);
+      if (code == 0)
+        code = save_space(&c, space);
+      else
+        snprintf(op->message, sizeof op->message, "embedder name is empty "
+                                                  "or too long");
+      break;
+    }
     default:
       snprintf(op->message, sizeof op->message, "unknown operation kind %d",
                (int)op->kind);
@@ -491,6 +645,9 @@ static void group_run(rt_work *w) {
     rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (rc == SQLITE_OK) {
       g->committed = 1;
+      /* What was committed (a batch rolled back may have set it). */
+      if (load_space(st, why, sizeof why) != 0)
+        st->wspace[0] = '\0';
     } else {
       sqlite_fail(db, rc, "the commit failed", why, sizeof why);
       lost_code = ENGRAM_EIO; /* whatever the cause, nothing was stored */
@@ -526,6 +683,7 @@ static void group_after(rt_work *w, int status) {
     for (store_batch *b = done; b; b = b->next)
       store_batch_fail(b, ENGRAM_ECANCELED, "the write was cancelled");
   } else if (g->committed) {
+    memcpy(st->head.space, st->wspace, sizeof st->head.space);
     uint64_t ops = 0;
     for (store_batch *b = done; b; b = b->next)
       if (b->status == 0)

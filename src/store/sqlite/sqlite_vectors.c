@@ -1,0 +1,300 @@
+/*
+ * sqlite_vectors.c — the vector index's catch-up on SQLite (store.h,
+ * store_vectors_query): one page of a namespace's memories stamped after a
+ * point of its change sequence, with their vectors of one space, and the
+ * ids removed since, in one thread-pool task.
+ *
+ * The task holds one reader and, in one read transaction (so that the
+ * sequence, the rows and the removed ids are one snapshot), reads:
+ *   1. the namespace's sequence (ns_seq; 0 when it was never written);
+ *   2. up to `limit` rows after the row value (vseq, id), in that order,
+ *      through the index memories_ns_vseq(ns, vseq, id); the first page of
+ *      a catch-up starts at (after_seq + 1, ''), that is every row stamped
+ *      after after_seq;
+ *   3. when asked, the ids removed after after_seq.
+ * A row "has a vector of the space" when its embedder and dimension are
+ * the space's and its blob holds dim float32 (little-endian, as stored);
+ * any other row comes back with has_vector 0, so that the index drops it.
+ *
+ * Cancellation is sqlite_candidates.c's: a queued task is withdrawn, a
+ * running one sees the stop flag between statements and is interrupted
+ * inside one, a request waiting for a reader leaves the queue and is
+ * called back from a task that does nothing. The callback runs once, on
+ * the loop, never inside sqlite_vectors().
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/sqlite/sqlite_internal.h"
+
+typedef struct vec_req {
+  sqlite_store *st;
+  store_vectors_req *req;
+  rt_work work;
+  reader_wait wait;
+  sqlite_reader *rd;
+  atomic_int stop;
+  int running; /* the task is queued or running */
+  int cancelled;
+  /* the query, copied */
+  char *ns;
+  char *embedder;
+  uint32_t dim;
+  int64_t after_seq;
+  int64_t from_seq; /* the row value the page starts after */
+  char from_id[ENGRAM_ID_LEN + 1];
+  size_t limit;
+  int removed;
+  /* the answer, filled on the thread pool */
+  int status;
+  char msg[SQ_MSG_LEN];
+  store_vectors *page;
+} vec_req;
+
+static int fail(vec_req *r, int rc, const char *what) {
+  r->status = sqlite_fail(r->rd->db, rc, what, r->msg, sizeof r->msg);
+  return r->status;
+}
+
+static int out_of_memory(vec_req *r) {
+  r->status = ENGRAM_ENOMEM;
+  snprintf(r->msg, sizeof r->msg, "out of memory reading vectors");
+  return r->status;
+}
+
+static int read_seq(vec_req *r) {
+  int rc;
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_VEC_SEQ, &rc);
+  if (!stmt)
+    return fail(r, rc, "preparing the change sequence query");
+  sqlite3_bind_text(stmt, 1, r->ns, -1, SQLITE_STATIC);
+  rc = sqlite3_step(stmt);
+  r->page->ns_seq = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : 0;
+  sqlite3_reset(stmt);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return fail(r, rc, "reading the change sequence");
+  return 0;
+}
+
+/* Row i of the page from the statement's current row; 0 when the row is
+ * not a memory (a malformed id or type: skipped). */
+static int take_row(vec_req *r, sqlite3_stmt *stmt, size_t i) {
+  store_vectors *p = r->page;
+  const char *id = (const char *)sqlite3_column_text(stmt, 0);
+  sqlite3_int64 type = sqlite3_column_int64(stmt, 2);
+  if (!id || strlen(id) != ENGRAM_ID_LEN || type < 0 ||
+      type >= ENGRAM_TYPE_COUNT)
+    return 0;
+  memcpy(p->ids[i], id, ENGRAM_ID_LEN + 1);
+  p->seq[i] = sqlite3_column_int64(stmt, 1);
+  p->type[i] = (unsigned char)type;
+  float *v = p->vectors + i * r->dim;
+  const char *embedder = (const char *)sqlite3_column_text(stmt, 3);
+  sqlite3_int64 dim = sqlite3_column_int64(stmt, 4);
+  const void *blob = sqlite3_column_blob(stmt, 5);
+  size_t bytes = (size_t)sqlite3_column_bytes(stmt, 5);
+  if (embedder && strcmp(embedder, r->embedder) == 0 && dim == r->dim && blob &&
+      bytes == (size_t)r->dim * sizeof(float)) {
+    memcpy(v, blob, bytes); /* stored little-endian, like the host */
+    p->has_vector[i] = 1;
+  } else {
+    memset(v, 0, (size_t)r->dim * sizeof(float));
+    p->has_vector[i] = 0;
+  }
+  return 1;
+}
+
+static int read_rows(vec_req *r) {
+  store_vectors *p = r->page;
+  p->ids = malloc(r->limit * sizeof *p->ids);
+  p->seq = malloc(r->limit * sizeof *p->seq);
+  p->type = malloc(r->limit);
+  p->has_vector = malloc(r->limit);
+  p->vectors = malloc(r->limit * r->dim * sizeof *p->vectors);
+  if (!p->ids || !p->seq || !p->type || !p->has_vector || !p->vectors)
+    return out_of_memory(r);
+  int rc;
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_VEC_PAGE, &rc);
+  if (!stmt)
+    return fail(r, rc, "preparing the vectors query");
+  sqlite3_bind_text(stmt, 1, r->ns, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 2, r->from_seq);
+  sqlite3_bind_text(stmt, 3, r->from_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 4, (sqlite3_int64)r->limit);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+    if (take_row(r, stmt, p->n))
+      p->n++;
+  sqlite3_reset(stmt);
+  return rc == SQLITE_DONE ? 0 : fail(r, rc, "reading vectors");
+}
+
+static int read_removed(vec_req *r) {
+  store_vectors *p = r->page;
+  int rc;
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_VEC_REMOVED, &rc);
+  if (!stmt)
+    return fail(r, rc, "preparing the removed ids query");
+  sqlite3_bind_text(stmt, 1, r->ns, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 2, r->after_seq);
+  size_t cap = 0;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *id = (const char *)sqlite3_column_text(stmt, 0);
+    if (!id || strlen(id) != ENGRAM_ID_LEN)
+      continue;
+    if (p->nremoved == cap) {
+      cap = cap ? cap * 2 : 64;
+      char(*more)[ENGRAM_ID_LEN + 1] = realloc(p->removed, cap * sizeof *more);
+      if (!more) {
+        sqlite3_reset(stmt);
+        return out_of_memory(r);
+      }
+      p->removed = more;
+    }
+    memcpy(p->removed[p->nremoved++], id, ENGRAM_ID_LEN + 1);
+  }
+  sqlite3_reset(stmt);
+  return rc == SQLITE_DONE ? 0 : fail(r, rc, "reading removed ids");
+}
+
+static void vec_run(rt_work *w) {
+  vec_req *r = SQ_CONTAINER(w, vec_req, work);
+  if (atomic_load(&r->stop)) {
+    r->status = ENGRAM_ECANCELED;
+    return;
+  }
+  if (!(r->page = calloc(1, sizeof *r->page))) {
+    out_of_memory(r);
+    return;
+  }
+  /* One snapshot for the sequence, the rows and the removed ids. */
+  int rc = sqlite3_exec(r->rd->db, "BEGIN", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    fail(r, rc, "starting a read");
+    return;
+  }
+  if (read_seq(r) == 0 && !atomic_load(&r->stop) && read_rows(r) == 0 &&
+      r->removed && !atomic_load(&r->stop))
+    read_removed(r);
+  if (r->status == 0 && atomic_load(&r->stop))
+    r->status = ENGRAM_ECANCELED;
+  /* Leave the transaction, or the reader keeps an old snapshot (see
+   * sqlite_candidates.c about an interrupt landing on the COMMIT). */
+  if (sqlite3_exec(r->rd->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    sqlite3_exec(r->rd->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static void vec_free(vec_req *r) {
+  store_vectors_free(r->page);
+  free(r->ns);
+  free(r->embedder);
+  free(r);
+}
+
+static void vec_after(rt_work *w, int status) {
+  vec_req *r = SQ_CONTAINER(w, vec_req, work);
+  sqlite_store *st = r->st;
+  sqlite_task_returned(st);
+  r->running = 0;
+  st->head.queries_running--;
+  if (r->rd) {
+    sqlite_reader_release(st, r->rd);
+    r->rd = NULL;
+  }
+  if (status != 0 || r->cancelled)
+    r->status = ENGRAM_ECANCELED;
+  if (r->status == ENGRAM_ECANCELED)
+    snprintf(r->msg, sizeof r->msg, "reading vectors was cancelled");
+  store_vectors_req *req = r->req;
+  req->impl = NULL;
+  store_vectors *page = NULL;
+  if (r->status == 0) {
+    page = r->page;
+    r->page = NULL;
+  }
+  req->cb(req, r->status, r->status ? r->msg : NULL, page);
+  vec_free(r);
+  sqlite_maybe_close(st);
+}
+
+static int vec_offload(vec_req *r) {
+  r->running = 1;
+  r->st->head.queries_running++;
+  int rc = sqlite_offload(r->st, &r->work, vec_run, vec_after);
+  if (rc != 0) {
+    r->running = 0;
+    r->st->head.queries_running--;
+  }
+  return rc;
+}
+
+static void vec_granted(reader_wait *w, sqlite_reader *rd) {
+  vec_req *r = SQ_CONTAINER(w, vec_req, wait);
+  r->rd = rd;
+  if (vec_offload(r) != 0) {
+    /* From another operation's callback: not inside sqlite_vectors. */
+    sqlite_reader_release(r->st, rd);
+    r->rd = NULL;
+    store_vectors_req *req = r->req;
+    req->impl = NULL;
+    req->cb(req, ENGRAM_ENOMEM, "out of memory reading vectors", NULL);
+    vec_free(r);
+  }
+}
+
+int sqlite_vectors(store *base, const store_vectors_query *q,
+                   store_vectors_req *req) {
+  sqlite_store *st = (sqlite_store *)base;
+  if (st->state != SS_OPEN || st->close_requested)
+    return ENGRAM_ECLOSED;
+  if (!q || !q->ns || !q->embedder || q->dim == 0 || q->limit == 0 || !req ||
+      !req->cb || (q->after_id && strlen(q->after_id) != ENGRAM_ID_LEN))
+    return ENGRAM_EINVAL;
+  vec_req *r = calloc(1, sizeof *r);
+  if (!r || !(r->ns = strdup(q->ns)) || !(r->embedder = strdup(q->embedder))) {
+    if (r)
+      vec_free(r);
+    return ENGRAM_ENOMEM;
+  }
+  r->st = st;
+  r->req = req;
+  r->dim = q->dim;
+  r->after_seq = q->after_seq;
+  if (q->after_id) {
+    r->from_seq = q->after_row_seq;
+    memcpy(r->from_id, q->after_id, ENGRAM_ID_LEN + 1);
+  } else {
+    r->from_seq = q->after_seq + 1; /* (s + 1, '') < every row of s + 1 */
+  }
+  r->limit = q->limit;
+  r->removed = q->removed;
+  atomic_init(&r->stop, 0);
+  req->impl = r;
+  r->rd = sqlite_reader_acquire(st, &r->wait, vec_granted);
+  if (r->rd && vec_offload(r) != 0) {
+    sqlite_reader_release(st, r->rd);
+    req->impl = NULL;
+    vec_free(r);
+    return ENGRAM_ENOMEM;
+  }
+  return 0;
+}
+
+void sqlite_vectors_cancel(store *base, store_vectors_req *req) {
+  sqlite_store *st = (sqlite_store *)base;
+  vec_req *r = req ? req->impl : NULL;
+  if (!r || r->cancelled)
+    return;
+  r->cancelled = 1;
+  atomic_store(&r->stop, 1);
+  if (r->running) {
+    if (uv_cancel((uv_req_t *)&r->work.req) != 0 && r->rd)
+      sqlite3_interrupt(r->rd->db);
+    return;
+  }
+  sqlite_reader_unwait(st, &r->wait);
+  if (vec_offload(r) != 0)
+    rt_log(st->head.rt, ENGRAM_LOG_ERROR,
+           "cannot finish a cancelled vector read: out of memory");
+}
