@@ -454,6 +454,9 @@ typedef struct engram_query {
  * and engram_search_options. Vector: cosine similarity between the query's
  * and the memories' vectors (ENGRAM_EINVAL without an embedder,
  * ENGRAM_EEMBEDDER when the database's vectors are another embedder's).
+ * A hybrid search whose ranking uses no vectors (vector_weight 0, the
+ * default) delivers its memories without their embedding (engram_get has
+ * it): reading 1.5 KB a memory it does not need would slow it down.
  * Text with no searchable word gives an empty stream; invalid UTF-8 is
  * ENGRAM_EUTF8. */
 int engram_search(engram *eg, const engram_query *q,

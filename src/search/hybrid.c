@@ -226,7 +226,8 @@ static void start_candidates(hybrid *h) {
                                .b = h->opt.b,
                                .meta_weight = h->opt.meta_weight,
                                .ids = h->id_ptrs,
-                               .nids = h->nids};
+                               .nids = h->nids,
+                               .vectors = h->vectors};
   h->req.cb = on_candidates;
   h->req.data = h;
   h->state = H_WAITING;

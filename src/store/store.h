@@ -107,6 +107,8 @@ typedef struct store_candidates_query {
   double k1, b;       /* BM25 parameters */
   double meta_weight; /* a word found in the metadata values counts this
                          much against one found in the content */
+  int vectors;        /* 1: the nodes carry their vectors; 0: left out
+                         (1.5 KB a memory at 384 floats, unread) */
   /* Vector hits (hybrid search's vector step): memories of ns taken as
    * well, with their neighbours, like matches but marked vhit (unknown
    * ids, other namespaces and unwanted types are left out). With text of

@@ -77,8 +77,16 @@
   " WHERE m.id = ANY(" IDS "::uuid[]) AND m.ns = $1::text"                     \
   " AND " CAND_FILTER("m") "),"
 
+/* PG_NODE_COLUMNS, with the vector only when VEC (store_candidates_query
+ * .vectors: unread, a ranking without vectors does not pay for them). */
+#define CAND_NODE_COLUMNS(VEC)                                                 \
+  "m.id, m.ns, m.type, m.content, m.content_hash, m.created_ms,"               \
+  " m.updated_ms, m.accessed_ms, m.importance, m.metadata,"                    \
+  " CASE WHEN " VEC " THEN m.embedding END, m.embedding_dim, m.embedder"
+
 /* $1 ns, $2 the words (text[]), $3 the types mask, $4 k1, $5 b,
- * $6 meta_weight, $7 limit, $8 window, $9 the vector hits' ids (uuid[]).
+ * $6 meta_weight, $7 limit, $8 window, $9 the vector hits' ids (uuid[]),
+ * $10 whether the rows carry their vectors.
  * Rows: PG_NODE_COLUMNS, the score (NULL: not a match), adjacent, vhit. */
 static const char candidates_sql[] =
     "WITH " PG_SCORE_CTES("$4::float8", "$5::float8", "$6::float8") ","
@@ -90,16 +98,19 @@ static const char candidates_sql[] =
     " SELECT tid, id FROM top UNION ALL"
     " SELECT tid, id FROM vec WHERE id NOT IN (SELECT id FROM top)),"
     RUN_CTES("seed", "$8::bigint")
-    "SELECT " PG_NODE_COLUMNS ", t.s, mb.adjacent, v.id IS NOT NULL"
+    "SELECT " CAND_NODE_COLUMNS("$10::boolean")
+    ", t.s, mb.adjacent, v.id IS NOT NULL"
     " FROM member mb JOIN memories m ON m.ctid = mb.tid"
     " LEFT JOIN top t ON t.id = mb.id LEFT JOIN vec v ON v.id = mb.id"
     " ORDER BY mb.id";
 
 /* No word to match: the vector hits alone and their neighbours. $1 ns,
- * $2 the ids (uuid[]), $3 the types mask, $4 window; rows as above. */
+ * $2 the ids (uuid[]), $3 the types mask, $4 window, $5 whether the rows
+ * carry their vectors; rows as above. */
 static const char vector_hits_sql[] =
     "WITH " VEC_CTE("$2") RUN_CTES("vec", "$4::bigint")
-    "SELECT " PG_NODE_COLUMNS ", NULL::float8, mb.adjacent, v.id IS NOT NULL"
+    "SELECT " CAND_NODE_COLUMNS("$5::boolean")
+    ", NULL::float8, mb.adjacent, v.id IS NOT NULL"
     " FROM member mb JOIN memories m ON m.ctid = mb.tid"
     " LEFT JOIN vec v ON v.id = mb.id ORDER BY mb.id";
 
@@ -110,7 +121,7 @@ static const char settings_sql[] =
     " set_config('client_min_messages', 'warning', true)";
 
 #define QUERY_CMD 2 /* BEGIN, settings, the query, COMMIT */
-#define NPARAMS 9
+#define NPARAMS 10
 
 typedef struct cand_req {
   pg_store *st;
@@ -272,9 +283,9 @@ static void cand_send(cand_req *r, pg_conn *c) {
   pg_exchange_sql(c, "BEGIN READ ONLY", 0, NULL, NULL);
   pg_exchange_sql(c, settings_sql, 0, NULL, NULL);
   if (r->ids_only) {
-    const char *values[4] = {r->values[0], r->values[8], r->values[2],
-                             r->values[7]};
-    pg_exchange_sql(c, vector_hits_sql, 4, values, NULL);
+    const char *values[5] = {r->values[0], r->values[8], r->values[2],
+                             r->values[7], r->values[9]};
+    pg_exchange_sql(c, vector_hits_sql, 5, values, NULL);
   } else {
     pg_exchange_sql(c, candidates_sql, NPARAMS,
                     (const char *const *)r->values, NULL);
@@ -388,6 +399,7 @@ int pg_candidates(store *base, const store_candidates_query *q,
   r->values[7] = format_size(q->window);
   size_t nids = 0;
   r->values[8] = format_ids(q->ids, q->ids ? q->nids : 0, &nids);
+  r->values[9] = strdup(q->vectors ? "true" : "false");
   /* q->max_scored is not used yet: every hit of the namespace is scored
    * (SQLite caps the matches it scores, see sqlite_candidates.c). */
   for (int i = 0; i < NPARAMS; i++)

@@ -103,6 +103,7 @@ typedef struct cand_req {
   unsigned types;
   size_t limit, window, max_scored;
   double k1, b, meta_weight;
+  int vectors; /* the nodes carry their vectors */
   /* the match, planned on the thread pool (plan_match) */
   char *match;    /* NULL: no word is in any row */
   double *dfs;    /* per scored phrase: its rows, or -1 (engram_rank counts) */
@@ -697,6 +698,7 @@ static int load_nodes(cand_req *r) {
     fail(r, rc, "preparing the candidates rows");
   } else {
     sqlite3_bind_text(stmt, 1, list, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 2, r->vectors);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
       by_rowid_item key = {sqlite3_column_int64(stmt, 0), 0};
       by_rowid_item *at = bsearch(&key, index, r->n, sizeof *index, by_rowid);
@@ -917,6 +919,7 @@ int sqlite_candidates(store *base, const store_candidates_query *q,
   r->k1 = q->k1;
   r->b = q->b;
   r->meta_weight = q->meta_weight;
+  r->vectors = q->vectors;
   if (q->nids && !(r->ids_json = ids_to_json(q->ids, q->nids))) {
     cand_free(r);
     return ENGRAM_ENOMEM;

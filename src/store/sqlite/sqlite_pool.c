@@ -67,9 +67,12 @@ static const char *const reader_sql[RS_COUNT] = {
                       " WHERE m.ns = ?1 AND m.id > ?2"
                       " AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)"
                       " ORDER BY m.ns, m.id LIMIT ?4",
-    [RS_CAND_NODES] = "SELECT m.rowid, " SQ_NODE_COLUMNS
-                      " FROM memories m WHERE m.rowid IN"
-                      " (SELECT value FROM json_each(?1))",
+    /* SQ_NODE_COLUMNS, with the vector only when ?2 */
+    [RS_CAND_NODES] =
+        "SELECT m.rowid, m.id, m.ns, m.type, m.content, m.content_hash,"
+        " m.created_ms, m.updated_ms, m.accessed_ms, m.importance, m.metadata,"
+        " CASE WHEN ?2 THEN m.embedding END, m.embedding_dim, m.embedder"
+        " FROM memories m WHERE m.rowid IN (SELECT value FROM json_each(?1))",
     /* the vocabulary table sqlite_terms_open makes on the connection */
     [RS_TERM_DF] = "SELECT doc FROM temp.engram_vocab WHERE term = ?1",
     [RS_DATA_VERSION] = "PRAGMA data_version",
