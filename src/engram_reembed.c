@@ -115,16 +115,20 @@ static void submit(reembed *r, size_t n) {
     finish(r, rc, "re-embedding stopped: the write was refused");
 }
 
+static void embedder_failed(reembed *r, int status, const char *msg) {
+  char m[240];
+  snprintf(m, sizeof m, "re-embedding stopped: the embedder failed: %s",
+           msg ? msg : engram_strerror(status));
+  finish(r, status == ENGRAM_ECANCELED ? status : ENGRAM_EIO, m);
+}
+
 static void on_vectors(search_embed_req *req, int status, const char *msg,
                        float *vectors, void *data) {
   reembed *r = data;
   (void)req;
   engram *eg = r->eg;
   if (status != 0) {
-    char m[240];
-    snprintf(m, sizeof m, "re-embedding stopped: the embedder failed: %s",
-             msg ? msg : engram_strerror(status));
-    finish(r, status == ENGRAM_ECANCELED ? status : ENGRAM_EIO, m);
+    embedder_failed(r, status, msg);
     return;
   }
   if (r->stop || eg->state != H_OPEN) {
@@ -282,10 +286,7 @@ static void on_probe(search_embed_req *req, int status, const char *msg,
   (void)req;
   (void)vectors;
   if (status != 0) {
-    char m[240];
-    snprintf(m, sizeof m, "re-embedding stopped: the embedder failed: %s",
-             msg ? msg : engram_strerror(status));
-    finish(r, status == ENGRAM_ECANCELED ? status : ENGRAM_EIO, m);
+    embedder_failed(r, status, msg);
     return;
   }
   begin(r);
