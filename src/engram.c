@@ -229,21 +229,20 @@ int engram_init(engram **out, uv_loop_t *loop, const engram_options *opts) {
   }
   rt_init(&eg->rt, eg->loop);
   engram_set_log(eg, log_stderr, NULL);
-  int rc = embedder_new(eg);
-  if (rc == 0) {
-    eg->st = eg->base = store_db_is_pg(eg->opts.db)
-                             ? store_pg_new(&eg->rt, &eg->opts)
-                             : store_sqlite_new(&eg->rt, &eg->opts);
-    if (!eg->st)
-      rc = ENGRAM_ENOMEM;
-  }
+  /* The store first: making it allocates only. The embedder last: a
+   * constructor that fails leaves no libuv handle behind, so a failure
+   * here needs no loop iteration to undo. */
+  int rc = 0;
+  eg->st = eg->base = store_db_is_pg(eg->opts.db)
+                           ? store_pg_new(&eg->rt, &eg->opts)
+                           : store_sqlite_new(&eg->rt, &eg->opts);
+  if (!eg->st)
+    rc = ENGRAM_ENOMEM;
+  if (rc == 0)
+    rc = embedder_new(eg);
   if (rc != 0) {
-    if (eg->embedder) /* nothing is active: it frees itself on the loop */
-      search_embedder_close(eg->embedder, NULL, NULL);
-    if (eg->owns_loop) {
-      uv_run(&eg->own_loop, UV_RUN_DEFAULT); /* not a request path */
-      uv_loop_close(&eg->own_loop);
-    }
+    if (eg->owns_loop)
+      uv_loop_close(&eg->own_loop); /* nothing was ever started on it */
     handle_free(eg);
     return rc;
   }
@@ -254,8 +253,9 @@ int engram_init(engram **out, uv_loop_t *loop, const engram_options *opts) {
 
 uv_loop_t *engram_loop(engram *eg) { return eg->loop; }
 
-/* The one place a loop is run: by the program that owns it, never from a
- * callback (documented in engram.h), so it nests no loop. */
+/* Runs the loop for the program that owns it (engram.h: "never call from a
+ * callback"), so it nests no loop and no request path reaches it: it is
+ * the program's main loop, not a wait inside one. */
 int engram_run(engram *eg) { return uv_run(eg->loop, UV_RUN_DEFAULT); }
 
 static void on_store_open(store *st, int status, const char *message,
@@ -361,8 +361,10 @@ void engram_free(engram *eg) {
     eg->st->ops->destroy(eg->st);
   eg->st = NULL;
   if (eg->owns_loop) {
-    /* Not a request path: the owner frees the handle after its loop ran
-     * dry; this only lets handles that are closing call back. */
+    /* Not a request path: the owner frees the handle after engram_close
+     * and after its loop ran dry (engram.h); this only lets the close
+     * callbacks of handles still closing run before the loop is closed.
+     * No thread waits for another task here. */
     uv_run(&eg->own_loop, UV_RUN_DEFAULT);
     uv_loop_close(&eg->own_loop);
   }

@@ -210,14 +210,6 @@ static int start_vectors(write_req *w) {
   return rc;
 }
 
-/* Whether op's vector is part of the write (validated by engram.c; the
- * internal kinds carry one of engram's own). */
-static int carries_vector(const engram_op *op) {
-  return op->embedding &&
-         (op->kind == ENGRAM_OP_ADD || op->kind == STORE_OP_SET_VECTOR ||
-          (op->kind == ENGRAM_OP_UPDATE && (op->set & ENGRAM_SET_EMBEDDING)));
-}
-
 int engram_write_submit(engram *eg, engram_op *ops, size_t n,
                         engram_write_cb cb, void *data) {
   size_t bytes = 0;
@@ -230,7 +222,7 @@ int engram_write_submit(engram *eg, engram_op *ops, size_t n,
              (op->content ? clen + 1 : 0) + str_size(op->metadata) +
              str_size(op->source) + str_size(op->target) +
              str_size(op->rel_kind) + str_size(op->embedder);
-    if (carries_vector(op))
+    if (store_op_writes_vector(op))
       bytes += (size_t)op->embedding_dim * sizeof(float) + sizeof(float);
   }
   write_req *w = calloc(1, sizeof *w);
@@ -248,7 +240,7 @@ int engram_write_submit(engram *eg, engram_op *ops, size_t n,
   char *p = strings;
   for (size_t i = 0; i < n; i++) {
     copy[i] = ops[i];
-    if (!carries_vector(&ops[i])) {
+    if (!store_op_writes_vector(&ops[i])) {
       copy[i].embedding = NULL; /* not looked at: not validated either */
       if (ops[i].kind != STORE_OP_SET_SPACE) /* whose dim is the space's */
         copy[i].embedding_dim = 0;

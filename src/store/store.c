@@ -121,3 +121,9 @@ void store_vectors_free(store_vectors *v) {
   free(v->removed);
   free(v);
 }
+
+int store_op_writes_vector(const engram_op *op) {
+  return op->embedding && op->embedding_dim > 0 &&
+         (op->kind == ENGRAM_OP_ADD || op->kind == STORE_OP_SET_VECTOR ||
+          (op->kind == ENGRAM_OP_UPDATE && (op->set & ENGRAM_SET_EMBEDDING)));
+}

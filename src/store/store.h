@@ -33,6 +33,9 @@ typedef struct store store;
 /* "NAME/DIM" into out (STORE_SPACE_LEN); 0, or ENGRAM_EINVAL when the name
  * is empty or too long. */
 int store_space_format(char *out, const char *name, uint32_t dim);
+/* 1 when op writes a vector: an ADD, an UPDATE with ENGRAM_SET_EMBEDDING,
+ * or STORE_OP_SET_VECTOR, carrying one. */
+int store_op_writes_vector(const engram_op *op);
 /* Fails op with ENGRAM_EEMBEDDER: its vector (space `wanted`) is not of
  * the database's (`have`). Returns the code. */
 int store_space_mismatch(engram_op *op, const char *have, const char *wanted);

@@ -404,17 +404,12 @@ static const char *op_embedder(const engram_op *op) {
   return op->embedder ? op->embedder : "client";
 }
 
-/* Whether op stamps its namespace's sequence / writes a vector. */
+/* Whether op stamps its namespace's sequence. */
 static int stamps(const engram_op *op) {
   return op->kind == ENGRAM_OP_ADD || op->kind == ENGRAM_OP_UPDATE ||
          op->kind == ENGRAM_OP_DELETE || op->kind == STORE_OP_SET_VECTOR;
 }
 
-static int writes_vector(const engram_op *op) {
-  return op->embedding && op->embedding_dim > 0 &&
-         (op->kind == ENGRAM_OP_ADD || op->kind == STORE_OP_SET_VECTOR ||
-          (op->kind == ENGRAM_OP_UPDATE && (op->set & ENGRAM_SET_EMBEDDING)));
-}
 
 static void queue_add(pg_write_group *g, store_batch *b, size_t i) {
   const engram_op *op = &b->ops[i];
@@ -477,7 +472,7 @@ static void queue_update(pg_write_group *g, store_batch *b, size_t i) {
 /* An op that writes a vector checks its space first (see the top). */
 static void queue_space_check(pg_write_group *g, store_batch *b, size_t i) {
   const engram_op *op = &b->ops[i];
-  if (!writes_vector(op))
+  if (!store_op_writes_vector(op))
     return;
   char space[STORE_SPACE_LEN]; /* sent at once, like every value */
   if (store_space_format(space, op_embedder(op), op->embedding_dim) != 0)
@@ -833,7 +828,7 @@ static void queue_locks(pg_write_group *g) {
     for (size_t i = 0; i < b->n; i++) {
       const engram_op *op = &b->ops[i];
       switches |= op->kind == STORE_OP_SET_SPACE;
-      vectors |= writes_vector(op);
+      vectors |= store_op_writes_vector(op);
       if (stamps(op)) {
         bytes += 2 * strlen(op->ns) + 3;
         n++;

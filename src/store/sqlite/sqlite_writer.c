@@ -207,11 +207,7 @@ static int save_space(op_ctx *c, const char *space) {
  * vector of a database sets it. */
 static int check_space(op_ctx *c) {
   engram_op *op = c->op;
-  int writes_vector = op->embedding && op->embedding_dim > 0 &&
-                      (op->kind == ENGRAM_OP_ADD ||
-                       op->kind == STORE_OP_SET_VECTOR ||
-                       (op->set & ENGRAM_SET_EMBEDDING));
-  if (!writes_vector)
+  if (!store_op_writes_vector(op))
     return 0;
   char space[STORE_SPACE_LEN];
   if (store_space_format(space, op->embedder ? op->embedder : "client",
