@@ -84,6 +84,7 @@ typedef struct config {
   size_t vocab;
   const char *dir;
   unsigned budget;
+  const char *weights; /* engram_search_options_set text; NULL: defaults */
   unsigned runs;
   int quick;
   int exact;
@@ -634,11 +635,15 @@ static void bench_size(const config *cfg, size_t n, int *all_pass) {
 
   s.eg = open_engram(path);
   engram_search_options_init(&s.hybrid);
+  if (cfg->weights) /* checked in main */
+    engram_search_options_set(&s.hybrid, cfg->weights, NULL, 0);
   if (cfg->budget)
     s.hybrid.max_scored = cfg->budget;
   s.exact = s.hybrid;
   s.exact.max_scored = 10000000u;
-  printf("  hybrid: default options, max_scored %u\n", s.hybrid.max_scored);
+  printf("  hybrid: %s%s, max_scored %u\n",
+         cfg->weights ? "default options but " : "default options",
+         cfg->weights ? cfg->weights : "", s.hybrid.max_scored);
 
   /* Warm-up, untimed: statements prepared, pages cached, for every side. */
   for (size_t i = 0; i < cfg->warmup && i < cfg->queries; i++)
@@ -713,6 +718,8 @@ static void usage(FILE *f) {
           "  --db-dir DIR     where the files are kept and reused (default "
           "$ENGRAM_BENCH_TMP, $TMPDIR or /tmp)\n"
           "  --budget N       hybrid's max_scored (default: engram's)\n"
+          "  --weights LIST   hybrid's other options, NAME=VALUE,... as "
+          "engram search --weights\n"
           "  --exact          also hybrid with no cap (max_scored at its "
           "maximum)\n"
           "  --quick          a smoke run: 20000 memories, 40 questions\n"
@@ -738,6 +745,7 @@ int main(int argc, char **argv) {
       {"--vocab", ARG_SIZE, &cfg.vocab, NULL, 0},
       {"--db-dir", ARG_STR, &cfg.dir, NULL, 0},
       {"--budget", ARG_UNSIGNED, &cfg.budget, NULL, 0},
+      {"--weights", ARG_STR, &cfg.weights, NULL, 0},
       {"--exact", ARG_FLAG, &cfg.exact, NULL, 0},
       {"--quick", ARG_FLAG, &cfg.quick, NULL, 0},
       {"--only", ARG_STR, &cfg.only, NULL, 0},
@@ -751,6 +759,12 @@ int main(int argc, char **argv) {
     cfg.queries = 40;
     cfg.warmup = 5;
   }
+  engram_search_options check;
+  char err[512];
+  engram_search_options_init(&check);
+  if (cfg.weights &&
+      engram_search_options_set(&check, cfg.weights, err, sizeof err) != 0)
+    die("--weights: %s", err);
   if (cfg.runs < 1 || cfg.runs > MAX_RUNS || cfg.queries < 1 || cfg.vocab < 200)
     die("--runs must be 1..%d, --queries at least 1, --vocab at least 200",
         MAX_RUNS);

@@ -429,6 +429,14 @@ typedef struct engram_search_options {
 
 void engram_search_options_init(engram_search_options *opts);
 
+/* Sets fields from text "NAME=VALUE,NAME=VALUE" (the field names above;
+ * the _ms fields in milliseconds). 0, or ENGRAM_EINVAL with a message in
+ * err naming the part that is not a known name with a number of its kind;
+ * on an error nothing of opts is changed. Ranges are checked when a search
+ * starts. */
+int engram_search_options_set(engram_search_options *opts, const char *text,
+                              char *err, size_t errlen);
+
 typedef struct engram_query {
   const char *ns;   /* required for search; NULL in list: all namespaces */
   const char *text; /* search: the user's words, plain text (never syntax) */

@@ -434,6 +434,38 @@ static void test_options_checked(void **state) {
   tu_close(eg);
 }
 
+/* engram_search_options_set: every kind of field, and a bad list changes
+ * nothing and names the bad part. */
+static void test_options_set(void **state) {
+  (void)state;
+  engram_search_options o, before;
+  char err[512];
+  engram_search_options_init(&o);
+  assert_int_equal(engram_search_options_set(
+                       &o, "window=0,k1=1.25,half_life_ms=86400000", err,
+                       sizeof err),
+                   0);
+  assert_int_equal(o.window, 0);
+  assert_true(o.k1 == 1.25);
+  assert_int_equal(o.half_life_ms, 86400000);
+  assert_int_equal(engram_search_options_set(&o, "", err, sizeof err), 0);
+  const char *bad[] = {"k1",          "k1=",           "k1=x",
+                       "nope=1",      "window=1.5",    "window=-1",
+                       "b=0.5,k1",    "b=0.5,=1",      "k1=1;DROP",
+                       "half_life_ms=1e20", "b=nan", "window=2=3"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    before = o;
+    err[0] = '\0';
+    assert_int_equal(engram_search_options_set(&o, bad[i], err, sizeof err),
+                     ENGRAM_EINVAL);
+    assert_memory_equal(&o, &before, sizeof o);
+    assert_non_null(strstr(err, "search options:"));
+  }
+  assert_non_null(strstr(err, "window=2=3"));
+  assert_int_equal(engram_search_options_set(NULL, "k1=1", NULL, 0),
+                   ENGRAM_EINVAL);
+}
+
 /* Cancel before the store answered, from the first item, and with a
  * deadline: done comes once with ECANCELED (or ETIMEDOUT), nothing after. */
 static void test_cancel(void **state) {
@@ -566,6 +598,7 @@ int main(void) {
       cmocka_unit_test(test_decay_and_importance),
       cmocka_unit_test(test_alone_and_empty),
       cmocka_unit_test(test_options_checked),
+      cmocka_unit_test(test_options_set),
       cmocka_unit_test(test_cancel),
       cmocka_unit_test(test_through_decorator),
   };

@@ -8,9 +8,6 @@
  * time and cancels the stream as soon as the command has what it prints:
  * a search for 10 results never makes the store produce an 11th.
  */
-#include <errno.h>
-#include <math.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,62 +46,6 @@ static int items_failed(cli *c, uint64_t failed) {
   return CLI_FAIL;
 }
 
-/* One NAME=VALUE of --weights into o; 0, or -1 when unknown or bad. */
-static int set_weight(engram_search_options *o, const char *name,
-                      size_t nlen, const char *value) {
-  static const struct {
-    const char *name;
-    size_t offset;
-    char kind; /* u: unsigned, d: double, m: int64 milliseconds */
-  } fields[] = {
-      {"candidates", offsetof(engram_search_options, candidates), 'u'},
-      {"max_scored", offsetof(engram_search_options, max_scored), 'u'},
-      {"window", offsetof(engram_search_options, window), 'u'},
-      {"k1", offsetof(engram_search_options, k1), 'd'},
-      {"b", offsetof(engram_search_options, b), 'd'},
-      {"meta_weight", offsetof(engram_search_options, meta_weight), 'd'},
-      {"neighbour_weight", offsetof(engram_search_options, neighbour_weight),
-       'd'},
-      {"session_weight", offsetof(engram_search_options, session_weight),
-       'd'},
-      {"speaker_boost", offsetof(engram_search_options, speaker_boost), 'd'},
-      {"session_gap_ms", offsetof(engram_search_options, session_gap_ms),
-       'm'},
-      {"vector_weight", offsetof(engram_search_options, vector_weight), 'd'},
-      {"rrf_k", offsetof(engram_search_options, rrf_k), 'd'},
-      {"importance_weight",
-       offsetof(engram_search_options, importance_weight), 'd'},
-      {"half_life_ms", offsetof(engram_search_options, half_life_ms), 'm'},
-  };
-  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-    if (strlen(fields[i].name) != nlen ||
-        memcmp(fields[i].name, name, nlen) != 0)
-      continue;
-    char *end;
-    errno = 0;
-    double v = strtod(value, &end);
-    if (end == value || (*end != ',' && *end != '\0') || errno ||
-        !isfinite(v))
-      return -1;
-    char *field = (char *)o + fields[i].offset;
-    if (fields[i].kind == 'd') {
-      memcpy(field, &v, sizeof v);
-    } else if (fields[i].kind == 'u') {
-      if (v < 0 || v > 1e8 || v != floor(v))
-        return -1;
-      unsigned u = (unsigned)v;
-      memcpy(field, &u, sizeof u);
-    } else {
-      if (v < 0 || v > 1e15 || v != floor(v))
-        return -1;
-      int64_t ms = (int64_t)v;
-      memcpy(field, &ms, sizeof ms);
-    }
-    return 0;
-  }
-  return -1;
-}
-
 int cli_parse_search(cli *c, const char *strategy, const char *weights,
                      cli_search *out) {
   if (strategy && (engram_strategy_parse(strategy, &out->strategy) != 0 ||
@@ -112,21 +53,10 @@ int cli_parse_search(cli *c, const char *strategy, const char *weights,
     return cli_usage_error(c,
                            "--strategy is lexical, hybrid or vector, not '%s'",
                            strategy);
-  for (const char *p = weights; p && *p;) {
-    const char *eq = strchr(p, '=');
-    const char *comma = strchr(p, ',');
-    if (!eq || (comma && comma < eq) ||
-        set_weight(&out->opts, p, (size_t)(eq - p), eq + 1) != 0)
-      return cli_usage_error(
-          c,
-          "--weights wants NAME=VALUE,... with names candidates, "
-          "max_scored, window, "
-          "k1, b, meta_weight, neighbour_weight, session_weight, "
-          "speaker_boost, session_gap_ms, vector_weight, rrf_k, "
-          "importance_weight, half_life_ms; not '%s'",
-          p);
-    p = comma ? comma + 1 : p + strlen(p);
-  }
+  char err[512];
+  if (weights && engram_search_options_set(&out->opts, weights, err,
+                                           sizeof err) != 0)
+    return cli_usage_error(c, "--weights: %s", err);
   return CLI_OK;
 }
 

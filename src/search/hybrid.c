@@ -14,7 +14,9 @@
  * callback comes, so nothing of this producer runs after stream_finish;
  * otherwise it ends at once.
  */
+#include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +58,93 @@ void engram_search_options_init(engram_search_options *o) {
   o->rrf_k = DEFAULT_RRF_K;
   o->importance_weight = DEFAULT_IMPORTANCE_WEIGHT;
   o->half_life_ms = 0;
+}
+
+/* One NAME=VALUE (value up to ',' or the end) into o; 0, or -1 when the
+ * name is unknown or the value is not a number of the field's kind. */
+static int set_field(engram_search_options *o, const char *name, size_t nlen,
+                     const char *value) {
+  static const struct {
+    const char *name;
+    size_t offset;
+    char kind; /* u: unsigned, d: double, m: int64 milliseconds */
+  } fields[] = {
+      {"candidates", offsetof(engram_search_options, candidates), 'u'},
+      {"max_scored", offsetof(engram_search_options, max_scored), 'u'},
+      {"window", offsetof(engram_search_options, window), 'u'},
+      {"k1", offsetof(engram_search_options, k1), 'd'},
+      {"b", offsetof(engram_search_options, b), 'd'},
+      {"meta_weight", offsetof(engram_search_options, meta_weight), 'd'},
+      {"neighbour_weight", offsetof(engram_search_options, neighbour_weight),
+       'd'},
+      {"session_weight", offsetof(engram_search_options, session_weight),
+       'd'},
+      {"speaker_boost", offsetof(engram_search_options, speaker_boost), 'd'},
+      {"session_gap_ms", offsetof(engram_search_options, session_gap_ms),
+       'm'},
+      {"vector_weight", offsetof(engram_search_options, vector_weight), 'd'},
+      {"rrf_k", offsetof(engram_search_options, rrf_k), 'd'},
+      {"importance_weight",
+       offsetof(engram_search_options, importance_weight), 'd'},
+      {"half_life_ms", offsetof(engram_search_options, half_life_ms), 'm'},
+  };
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    if (strlen(fields[i].name) != nlen ||
+        memcmp(fields[i].name, name, nlen) != 0)
+      continue;
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (end == value || (*end != ',' && *end != '\0') || errno ||
+        !isfinite(v))
+      return -1;
+    char *field = (char *)o + fields[i].offset;
+    if (fields[i].kind == 'd') {
+      memcpy(field, &v, sizeof v);
+    } else if (fields[i].kind == 'u') {
+      if (v < 0 || v > 1e8 || v != floor(v))
+        return -1;
+      unsigned u = (unsigned)v;
+      memcpy(field, &u, sizeof u);
+    } else {
+      if (v < 0 || v > 1e15 || v != floor(v))
+        return -1;
+      int64_t ms = (int64_t)v;
+      memcpy(field, &ms, sizeof ms);
+    }
+    return 0;
+  }
+  return -1;
+}
+
+int engram_search_options_set(engram_search_options *opts, const char *text,
+                              char *err, size_t errlen) {
+  if (!opts || !text) {
+    if (err && errlen)
+      snprintf(err, errlen, "search options: no options or no text");
+    return ENGRAM_EINVAL;
+  }
+  engram_search_options o = *opts;
+  for (const char *p = text; *p;) {
+    const char *eq = strchr(p, '=');
+    const char *comma = strchr(p, ',');
+    size_t part = comma ? (size_t)(comma - p) : strlen(p);
+    if (!eq || (comma && comma < eq) ||
+        set_field(&o, p, (size_t)(eq - p), eq + 1) != 0) {
+      if (err && errlen)
+        snprintf(err, errlen,
+                 "search options: '%.*s' is not NAME=VALUE with a number of "
+                 "the field's kind; names: candidates, max_scored, window, "
+                 "k1, b, meta_weight, neighbour_weight, session_weight, "
+                 "speaker_boost, session_gap_ms, vector_weight, rrf_k, "
+                 "importance_weight, half_life_ms",
+                 (int)(part > 200 ? 200 : part), p);
+      return ENGRAM_EINVAL;
+    }
+    p = comma ? comma + 1 : p + part;
+  }
+  *opts = o;
+  return 0;
 }
 
 static int in_range(double v, double lo, double hi) {
