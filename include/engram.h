@@ -403,10 +403,13 @@ typedef struct engram_search_options {
   unsigned candidates;     /* lexical matches ranked: 100 (1..1000) */
   unsigned max_scored;     /* matches scored at most per search, the newest
                               kept when the query's rarest words match more:
-                              2048 (100..10000000; docs/retrieval.md,
+                              1536 (100..10000000; docs/retrieval.md,
                               "Scale") */
   unsigned window;         /* neighbours taken each side of a match: 2
                               (0..16) */
+  unsigned window_matches; /* the best this many matches take their
+                              neighbours (every vector hit does): 40
+                              (0..1000; docs/retrieval.md) */
   double k1, b;            /* BM25: 0.6, 0.3 (k1 in [0,100], b in [0,1]) */
   double meta_weight;      /* a word in a metadata text value against one in
                               the content: 1.0 ([0,100]) */

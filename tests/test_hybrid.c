@@ -124,6 +124,48 @@ static void test_propagation(void **state) {
   tu_close(eg);
 }
 
+/* window_matches: only the best matches take their neighbours. Two
+ * matches far apart, "volcano volcano" scoring above "volcano": with 1,
+ * the weaker one comes alone; with 2 (and by default), both windows. */
+static void test_window_matches(void **state) {
+  (void)state;
+  engram *eg = tu_open(tu_db_path("hybrid-wm"), NULL);
+  char t[11][ENGRAM_ID_LEN + 1];
+  const char *turns[11] = {"alpha one",   "beta two",   "volcano volcano",
+                           "gamma three", "delta four", "epsilon five",
+                           "zeta six",    "eta seven",  "volcano",
+                           "theta eight", "iota nine"};
+  for (int i = 0; i < 11; i++)
+    add_md(eg, NS, turns[i], "{\"session\":1}", t[i]);
+  engram_search_options o;
+  engram_search_options_init(&o);
+  o.window = 1;
+  o.session_weight = 0;
+  stu_coll c;
+  assert_int_equal(hybrid(eg, "volcano", &o, &c), 0);
+  assert_int_equal(c.n, 6); /* both matches and one each side of each */
+  assert_true(stu_find(&c, t[7]) >= 0 && stu_find(&c, t[9]) >= 0);
+  stu_coll_free(&c);
+  o.window_matches = 1;
+  assert_int_equal(hybrid(eg, "volcano", &o, &c), 0);
+  assert_int_equal(c.n, 4);
+  assert_string_equal(c.nodes[0]->id, t[2]);
+  assert_true(stu_find(&c, t[1]) >= 0 && stu_find(&c, t[3]) >= 0);
+  assert_true(stu_find(&c, t[8]) >= 0); /* the weaker match, alone */
+  assert_true(stu_find(&c, t[7]) < 0 && stu_find(&c, t[9]) < 0);
+  stu_coll_free(&c);
+  o.window_matches = 0; /* no neighbours at all */
+  assert_int_equal(hybrid(eg, "volcano", &o, &c), 0);
+  assert_int_equal(c.n, 2);
+  stu_coll_free(&c);
+  o.window_matches = 1001;
+  engram_stream *s;
+  engram_query q = {
+      .ns = NS, .text = "x", .strategy = ENGRAM_STRATEGY_HYBRID, .options = &o};
+  assert_int_equal(engram_search(eg, &q, NULL, &s), ENGRAM_EINVAL);
+  tu_close(eg);
+}
+
 /* Propagation stops at a session boundary (metadata "session"); another
  * namespace never contributes neighbours. */
 static void test_session_boundary_metadata(void **state) {
@@ -441,18 +483,18 @@ static void test_options_set(void **state) {
   engram_search_options o, before;
   char err[512];
   engram_search_options_init(&o);
-  assert_int_equal(engram_search_options_set(
-                       &o, "window=0,k1=1.25,half_life_ms=86400000", err,
-                       sizeof err),
-                   0);
+  assert_int_equal(
+      engram_search_options_set(&o, "window=0,k1=1.25,half_life_ms=86400000",
+                                err, sizeof err),
+      0);
   assert_int_equal(o.window, 0);
   assert_true(o.k1 == 1.25);
   assert_int_equal(o.half_life_ms, 86400000);
   assert_int_equal(engram_search_options_set(&o, "", err, sizeof err), 0);
-  const char *bad[] = {"k1",          "k1=",           "k1=x",
-                       "nope=1",      "window=1.5",    "window=-1",
-                       "b=0.5,k1",    "b=0.5,=1",      "k1=1;DROP",
-                       "half_life_ms=1e20", "b=nan", "window=2=3"};
+  const char *bad[] = {
+      "k1",        "k1=",       "k1=x",     "nope=1",    "window=1.5",
+      "window=-1", "b=0.5,k1",  "b=0.5,=1", "k1=1;DROP", "half_life_ms=1e20",
+      "b=nan",     "window=2=3"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     before = o;
     err[0] = '\0';
@@ -590,6 +632,7 @@ int main(void) {
     return rc;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_propagation),
+      cmocka_unit_test(test_window_matches),
       cmocka_unit_test(test_session_boundary_metadata),
       cmocka_unit_test(test_session_boundary_time),
       cmocka_unit_test(test_speaker_boost),

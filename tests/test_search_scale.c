@@ -275,6 +275,19 @@ static void fill(engram *eg, const char *ns, size_t n, void *arg) {
   assert_int_equal(tu_add_many(eg, ns, n, make_memory, arg), 0);
 }
 
+/* Words that are (or fold to) namespace tag terms: "n" and hex digits. */
+static const char *const tag_words[] = {
+    "n7363616c65",
+    "N7363616C65 rare1",
+    "n6f74686572 alpha",
+    "\xc3\xb1"
+    "7363616"
+    "\xc3\xa7"
+    "65",
+    "need mid3",
+    "n alpha",
+};
+
 /* No budget: exactly the unpruned best, in a file of two namespaces (the
  * tag restricts the match) and of one (no tag). */
 static void test_exact_without_budget(void **state) {
@@ -299,6 +312,12 @@ static void test_exact_without_budget(void **state) {
   fill(eg, NS, 2000, NULL);
   for (size_t i = 0; i < NQUERIES; i++)
     compare(eg, path_one, NS, queries[i]);
+  /* The namespace's tag term ("n" and the hex of "scale") is in every
+   * row's tag column: as a search word it must match the word columns
+   * only, here where the match has no tag, and through the tokenizer's
+   * folding (ñ, ç). */
+  for (size_t i = 0; i < sizeof tag_words / sizeof tag_words[0]; i++)
+    compare(eg, path_one, NS, tag_words[i]);
   tu_close(eg);
 }
 
@@ -356,6 +375,12 @@ static void test_odd_queries(void **state) {
       "AND OR NOT NEAR",
       "café naïve ÉTÉ — rare9",
       "😀 rare10",
+      "n7363616c65",
+      "n6f74686572 alpha",
+      "\xc3\xb1"
+      "7363616"
+      "\xc3\xa7"
+      "65 rare3",
   };
   for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
     compare(eg, path_two, NS, odd[i]);

@@ -26,6 +26,7 @@
 
 #define DEFAULT_CANDIDATES 100u
 #define DEFAULT_WINDOW 2u
+#define DEFAULT_WINDOW_MATCHES 40u
 #define DEFAULT_K1 0.6
 #define DEFAULT_B 0.3
 #define DEFAULT_META_WEIGHT 1.0
@@ -38,7 +39,7 @@
 #define DEFAULT_IMPORTANCE_WEIGHT 0.2
 #define MAX_CANDIDATES 1000u
 #define MAX_WINDOW 16u
-#define DEFAULT_MAX_SCORED 2048u
+#define DEFAULT_MAX_SCORED 1536u
 #define MIN_MAX_SCORED 100u
 #define MAX_MAX_SCORED 10000000u
 
@@ -47,6 +48,7 @@ void engram_search_options_init(engram_search_options *o) {
   o->candidates = DEFAULT_CANDIDATES;
   o->max_scored = DEFAULT_MAX_SCORED;
   o->window = DEFAULT_WINDOW;
+  o->window_matches = DEFAULT_WINDOW_MATCHES;
   o->k1 = DEFAULT_K1;
   o->b = DEFAULT_B;
   o->meta_weight = DEFAULT_META_WEIGHT;
@@ -72,20 +74,19 @@ static int set_field(engram_search_options *o, const char *name, size_t nlen,
       {"candidates", offsetof(engram_search_options, candidates), 'u'},
       {"max_scored", offsetof(engram_search_options, max_scored), 'u'},
       {"window", offsetof(engram_search_options, window), 'u'},
+      {"window_matches", offsetof(engram_search_options, window_matches), 'u'},
       {"k1", offsetof(engram_search_options, k1), 'd'},
       {"b", offsetof(engram_search_options, b), 'd'},
       {"meta_weight", offsetof(engram_search_options, meta_weight), 'd'},
       {"neighbour_weight", offsetof(engram_search_options, neighbour_weight),
        'd'},
-      {"session_weight", offsetof(engram_search_options, session_weight),
-       'd'},
+      {"session_weight", offsetof(engram_search_options, session_weight), 'd'},
       {"speaker_boost", offsetof(engram_search_options, speaker_boost), 'd'},
-      {"session_gap_ms", offsetof(engram_search_options, session_gap_ms),
-       'm'},
+      {"session_gap_ms", offsetof(engram_search_options, session_gap_ms), 'm'},
       {"vector_weight", offsetof(engram_search_options, vector_weight), 'd'},
       {"rrf_k", offsetof(engram_search_options, rrf_k), 'd'},
-      {"importance_weight",
-       offsetof(engram_search_options, importance_weight), 'd'},
+      {"importance_weight", offsetof(engram_search_options, importance_weight),
+       'd'},
       {"half_life_ms", offsetof(engram_search_options, half_life_ms), 'm'},
   };
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
@@ -95,8 +96,7 @@ static int set_field(engram_search_options *o, const char *name, size_t nlen,
     char *end;
     errno = 0;
     double v = strtod(value, &end);
-    if (end == value || (*end != ',' && *end != '\0') || errno ||
-        !isfinite(v))
+    if (end == value || (*end != ',' && *end != '\0') || errno || !isfinite(v))
       return -1;
     char *field = (char *)o + fields[i].offset;
     if (fields[i].kind == 'd') {
@@ -135,6 +135,7 @@ int engram_search_options_set(engram_search_options *opts, const char *text,
         snprintf(err, errlen,
                  "search options: '%.*s' is not NAME=VALUE with a number of "
                  "the field's kind; names: candidates, max_scored, window, "
+                 "window_matches, "
                  "k1, b, meta_weight, neighbour_weight, session_weight, "
                  "speaker_boost, session_gap_ms, vector_weight, rrf_k, "
                  "importance_weight, half_life_ms",
@@ -160,6 +161,8 @@ int search_options_check(const engram_search_options *o, char *msg,
     bad = "max_scored must be from 100 to 10000000";
   else if (o->window > MAX_WINDOW)
     bad = "window must be from 0 to 16";
+  else if (o->window_matches > MAX_CANDIDATES)
+    bad = "window_matches must be from 0 to 1000";
   else if (!in_range(o->k1, 0, 100))
     bad = "k1 must be in [0, 100]";
   else if (!in_range(o->b, 0, 1))
@@ -310,6 +313,7 @@ static void start_candidates(hybrid *h) {
                                .types = h->q.types,
                                .limit = only ? 0 : h->opt.candidates,
                                .window = only ? 0 : h->opt.window,
+                               .window_matches = h->opt.window_matches,
                                .max_scored = h->opt.max_scored,
                                .k1 = h->opt.k1,
                                .b = h->opt.b,

@@ -105,6 +105,8 @@ typedef struct store_candidates_query {
                          matches and to their neighbours alike */
   size_t limit;       /* lexical matches, best first: at most this many */
   size_t window;      /* neighbours taken before and after each match */
+  size_t window_matches; /* ... of the best this many matches (by score);
+                            every vector hit takes them */
   size_t max_scored;  /* matches scored at most (the newest, when the rarest
                          words match more); 0: no cap */
   double k1, b;       /* BM25 parameters */

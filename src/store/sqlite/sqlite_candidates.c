@@ -7,19 +7,24 @@
  * kinds of statement:
  *   1. the full-text match, restricted to the namespace by its tag,
  *      ranked by engram_rank(k1, b, meta_weight) and cut at `limit` (the
- *      best first): rowid, id, score; pruned at scale (below);
- *   2. the `window` ids before and after each match in the namespace,
- *      through the (ns, id) index (ids are UUIDv7, so id order is creation
- *      order, which for a conversation is the order of its turns); matches
- *      are visited in id order so that a cluster of them costs one query
- *      per side, not one per match;
- *   3. the rows of the distinct memories (one statement, the rowids bound
- *      as a JSON array), decoded into owned nodes.
+ *      best first), pruned at scale (below); then the matches' rows, in
+ *      one statement (the rowids bound as a JSON array), decoded into
+ *      owned nodes: reading a row costs about 3 us at 100,000 memories,
+ *      so each is read once;
+ *   2. the `window` ids before and after each of the best
+ *      `window_matches` matches (and of every vector hit) in the
+ *      namespace, through the (ns, id) index (ids are UUIDv7, so id order
+ *      is creation order, which for a conversation is the order of its
+ *      turns); matches are visited in id order so that a cluster of them
+ *      costs one query per side, not one per match. A neighbour's prior
+ *      is a share of its match's score, so those of weak matches seldom
+ *      reach the top, and the cap bounds this step;
+ *   3. the rows of the neighbours not read yet, the same way.
  * Each match and its neighbours form a run of consecutive memories; the
  * runs are merged by id, and a memory whose predecessor in some run is the
  * memory before it in the merged list is marked adjacent to it (nothing of
  * the namespace lies between them). The work is bounded by
- * limit * (2 * window + 1) rows, which the API layer caps.
+ * limit + window_matches * 2 * window rows, which the API layer caps.
  *
  * Pruning (MaxScore's idea, with FTS5 doing the walking). Ranking every
  * row that has any of the words costs a microsecond or more a row, and a
@@ -38,7 +43,8 @@
  *         (bench/search: the newest B rows of w1 alone found the planted
  *         memory of 0.59 of the questions at 100,000 memories, this 0.617,
  *         unpruned 0.620), the newest B of them; if fewer than `limit`
- *         rows have that, the newest B rows of w1 (ESS with E = w1).
+ *         rows have that, the newest B rows of w1 (ESS with E = w1) join
+ *         them (the best `limit` of all the runs are kept, one heap).
  * FTS5 walks the essential lists and moves the others forward to each
  * candidate by seeking (AND), so a common word costs per candidate, not
  * per row that has it; every word is still a phrase of the query, so FTS5
@@ -52,7 +58,9 @@
  * walk); the others in FTS5's order, which is cheaper. The namespace's
  * tag is left out when the file holds that namespace alone (two index
  * seeks tell): it would filter nothing and costs a seek in its list,
- * which holds every row, per candidate.
+ * which holds every row, per candidate. Only the words that could be a
+ * tag term get the word columns' filter (sqlite_match.c): FTS5 checks a
+ * filter by reading where each occurrence is, on every row it visits.
  *   ESS and PAIR leave out the rows that have only commoner words: the
  * best `limit` are still exact when no cap bound and the limit-th best
  * score beats what the left-out words could add (each at most
@@ -86,6 +94,7 @@ typedef struct cand_entry {
   unsigned char vhit;     /* one of the query's ids (a vector hit) */
   unsigned char has_prev; /* the memory before it in the namespace is in
                              the same run */
+  engram_node *node;      /* its row, once read (owned) */
 } cand_entry;
 
 typedef struct cand_req {
@@ -101,7 +110,7 @@ typedef struct cand_req {
   char *ns;
   sqlite_words words;
   unsigned types;
-  size_t limit, window, max_scored;
+  size_t limit, window, window_matches, max_scored;
   double k1, b, meta_weight;
   int vectors; /* the nodes carry their vectors */
   /* the match, planned on the thread pool (plan_match) */
@@ -110,6 +119,8 @@ typedef struct cand_req {
   size_t nscored; /* phrases scored */
   size_t skip;    /* phrases before them (filters) */
   int capped;     /* the newest max_scored matches only */
+  struct best_hit *heap; /* the best `limit` rows of every match run */
+  size_t held;
   char *ids_json; /* the query's ids as a JSON array; NULL: none */
   /* results, filled on the thread pool */
   int status;
@@ -136,7 +147,14 @@ static int push_entry(cand_req *r, const char *id, sqlite3_int64 rowid,
   e->hit = (unsigned char)hit;
   e->vhit = 0;
   e->has_prev = (unsigned char)has_prev;
+  e->node = NULL;
   return 0;
+}
+
+static void drop_entries(cand_req *r) {
+  for (size_t i = 0; i < r->n; i++)
+    engram_node_free(r->entries[i].node);
+  r->n = 0;
 }
 
 static int fail(cand_req *r, int rc, const char *what) {
@@ -148,6 +166,22 @@ static int fail(cand_req *r, int rc, const char *what) {
 static const char *id_col(sqlite3_stmt *stmt, int col) {
   const char *id = (const char *)sqlite3_column_text(stmt, col);
   return id && strlen(id) == ENGRAM_ID_LEN ? id : NULL;
+}
+
+/* rowids as a JSON array (statements take a set of rows as one
+ * parameter, through json_each); NULL when out of memory. */
+static char *rowids_json(const sqlite3_int64 *rowid, size_t n) {
+  char *list = malloc(n * 21 + 3);
+  if (!list)
+    return NULL;
+  size_t len = 0;
+  list[len++] = '[';
+  for (size_t i = 0; i < n; i++)
+    len += (size_t)snprintf(list + len, 22, "%s%lld", i ? "," : "",
+                            (long long)rowid[i]);
+  list[len++] = ']';
+  list[len] = '\0';
+  return list;
 }
 
 typedef struct word_count {
@@ -175,13 +209,15 @@ typedef struct match_plan {
   word_count *sorted; /* the same, the rarest first */
   size_t n;
   size_t *idx; /* scratch: the expression's words, group after group */
-  int alone;   /* the file holds the namespace alone: no tag */
+  unsigned char *tagged; /* per word of r->words: needs the columns filter */
+  int alone;             /* the file holds the namespace alone: no tag */
 } match_plan;
 
 static void plan_free(match_plan *p) {
   free(p->words);
   free(p->sorted);
   free(p->idx);
+  free(p->tagged);
 }
 
 /* The words' counts (absent words dropped), and whether the namespace is
@@ -191,7 +227,8 @@ static int plan_counts(cand_req *r, match_plan *p) {
   p->words = malloc(n * sizeof *p->words);
   p->sorted = malloc(n * sizeof *p->sorted);
   p->idx = malloc(2 * n * sizeof *p->idx);
-  if (!p->words || !p->sorted || !p->idx) {
+  p->tagged = calloc(n ? n : 1, 1);
+  if (!p->words || !p->sorted || !p->idx || !p->tagged) {
     r->status = ENGRAM_ENOMEM;
     return r->status;
   }
@@ -213,8 +250,11 @@ static int plan_counts(cand_req *r, match_plan *p) {
       return r->status;
     }
     word_count c = {.word = i};
-    rc = sqlite_terms_df(r->rd, r->words.text + r->words.off[i],
-                         r->words.len[i], r->words.cut[i], &c.select, &c.exact);
+    int tagged = 1;
+    rc =
+        sqlite_terms_df(r->rd, r->words.text + r->words.off[i], r->words.len[i],
+                        r->words.cut[i], &c.select, &c.exact, &tagged);
+    p->tagged[i] = (unsigned char)tagged;
     if (rc != SQLITE_OK)
       return fail(r, rc, "looking up the query's words");
     if (c.select > 0) /* in no row: it can neither match nor score */
@@ -255,8 +295,8 @@ static int plan_form(cand_req *r, const match_plan *p, int form) {
   }
   free(r->match);
   r->match = NULL;
-  if (sqlite_match_build_groups(p->alone ? NULL : r->ns, &r->words, p->idx, len,
-                                ngroups, &r->match) != 0) {
+  if (sqlite_match_build_groups(p->alone ? NULL : r->ns, &r->words, p->tagged,
+                                p->idx, len, ngroups, &r->match) != 0) {
     r->status = ENGRAM_ENOMEM;
     return r->status;
   }
@@ -364,21 +404,60 @@ static void sift_down(best_hit *heap, size_t n, size_t i) {
   heap[i] = x;
 }
 
-/* The best `limit` of the collected rows of the namespace and the wanted
- * types, pushed as hits. Rows are taken by their bound (the score with
- * the length 0, which no row beats: each phrase's part only falls as the
- * length grows), most promising first; the exact score needs the row's
- * length, read only until the next bound is below the limit-th best
- * score. So the result is the best `limit` of all the collected rows,
- * exactly, with the lengths of a few of them read. */
+static int read_nodes(cand_req *r);
+
+/* The best rows become the matches. With a type filter rank_rows has read
+ * their ids already; without, their rows are read here, whole and in one
+ * statement (the nodes the set needs anyway: reading a row costs about 3
+ * us at 100,000 memories, so each is read once). A row not of the
+ * namespace (the match has no tag when the namespace was alone, and
+ * another may have come since) or that does not decode is left out. */
+static int keep_hits(cand_req *r, const best_hit *heap, size_t held) {
+  size_t first = r->n;
+  for (size_t i = 0; i < held; i++)
+    if (push_entry(r, r->types ? heap[i].id : "", heap[i].rowid, heap[i].score,
+                   1, 0) != 0)
+      return r->status = ENGRAM_ENOMEM;
+  if (r->types != 0 || read_nodes(r) != 0)
+    return r->status;
+  size_t out = first;
+  for (size_t i = first; i < r->n; i++) {
+    cand_entry *e = &r->entries[i];
+    if (!e->node || strcmp(e->node->ns, r->ns) != 0) {
+      engram_node_free(e->node);
+      continue;
+    }
+    snprintf(e->id, sizeof e->id, "%s", e->node->id);
+    r->entries[out++] = *e;
+  }
+  r->n = out;
+  return 0;
+}
+
+/* Whether the heap holds the row already (a row two runs both match). */
+static int held_already(const best_hit *heap, size_t held,
+                        sqlite3_int64 rowid) {
+  for (size_t i = 0; i < held; i++)
+    if (heap[i].rowid == rowid)
+      return 1;
+  return 0;
+}
+
+/* The sink's rows into the heap of the best `limit` rows of the namespace
+ * and the wanted types (r->heap, kept across the match runs of a search).
+ * Rows are taken by their bound (the score with the length 0, which no
+ * row beats: each phrase's part only falls as the length grows), most
+ * promising first; the exact score needs the row's length, read only
+ * until the next bound is below the limit-th best score. So the heap holds
+ * the best `limit` of all the collected rows, exactly, with the lengths of
+ * a few of them read. */
 static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
   size_t m = sk->nscored;
   double k1 = r->k1, b = r->b, least = k1 * (1.0 - b);
   scored_row *order = malloc((sk->n ? sk->n : 1) * sizeof *order);
-  best_hit *heap = malloc(r->limit * sizeof *heap);
-  if (!order || !heap) {
-    free(order);
-    free(heap);
+  best_hit *heap = r->heap;
+  size_t held = r->held;
+  if (!order) {
     r->status = ENGRAM_ENOMEM;
     return r->status;
   }
@@ -391,7 +470,6 @@ static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
     order[i] = (scored_row){i, bound, sk->rowid[i]};
   }
   qsort(order, sk->n, sizeof *order, by_bound);
-  size_t held = 0;
   int rc = SQLITE_DONE;
   sqlite3_stmt *row = sqlite_reader_stmt(r->rd, RS_CAND_ROW, &rc);
   if (!row)
@@ -417,7 +495,8 @@ static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
       if (tf[p] > 0)
         score += sk->idf[p] * tf[p] * (k1 + 1.0) / (tf[p] + norm);
     best_hit h = {score, rowid, {0}};
-    if (held == r->limit && !better(&h, &heap[0]))
+    if ((held == r->limit && !better(&h, &heap[0])) ||
+        held_already(heap, held, rowid))
       continue;
     /* With a type filter, a row of another type must not take a place:
      * its type is read now. Without, the ids are read at the end, for
@@ -441,16 +520,8 @@ static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
       sift_down(heap, held, 0);
     }
   }
-  for (size_t i = 0; i < held && r->status == 0; i++) {
-    int keep = 1;
-    if (r->types == 0 && find_row(r, row, heap[i].rowid, heap[i].id, &keep))
-      break;
-    if (keep &&
-        push_entry(r, heap[i].id, heap[i].rowid, heap[i].score, 1, 0) != 0)
-      r->status = ENGRAM_ENOMEM;
-  }
+  r->held = held;
   free(order);
-  free(heap);
   return r->status;
 }
 
@@ -503,14 +574,17 @@ static int find_hits(cand_req *r) {
   int form = p.n == 1 || rows <= budget     ? FORM_ALL
              : p.sorted[0].select <= budget ? FORM_ESS
                                             : FORM_PAIR;
-  if (plan_form(r, &p, form) == 0 && run_match(r) == 0 && form == FORM_PAIR &&
-      r->n < r->limit) {
-    /* Too few rows have the rarest word and another: the newest rows
-     * with the rarest word, whatever else they have. */
-    r->n = 0;
-    if (plan_form(r, &p, FORM_ESS) == 0)
-      run_match(r);
+  if (!(r->heap = malloc(r->limit * sizeof *r->heap))) {
+    plan_free(&p);
+    return r->status = ENGRAM_ENOMEM;
   }
+  if (plan_form(r, &p, form) == 0 && run_match(r) == 0 && form == FORM_PAIR &&
+      r->held < r->limit && plan_form(r, &p, FORM_ESS) == 0)
+    /* Too few rows have the rarest word and another: the newest rows
+     * with the rarest word, whatever else they have, join them. */
+    run_match(r);
+  if (r->status == 0 && r->held > 0)
+    keep_hits(r, r->heap, r->held);
   plan_free(&p);
   return r->status;
 }
@@ -558,6 +632,29 @@ static long fetch_side(cand_req *r, int after, const char *from, size_t max,
     return -1;
   }
   return got;
+}
+
+static int by_expansion(const void *a, const void *b) {
+  const cand_entry *x = a, *y = b;
+  if (x->vhit != y->vhit)
+    return x->vhit ? -1 : 1;
+  return (x->score < y->score) - (x->score > y->score);
+}
+
+/* The matches whose neighbours are taken, moved to the front: every
+ * vector hit and the best window_matches lexical ones. Returns how many.
+ * A neighbour's prior is a share of its match's score (hybrid_rank.c), so
+ * those of the weaker matches seldom reach the top; the cap bounds the
+ * step's work. */
+static size_t to_expand(cand_req *r) {
+  if (r->n == 0)
+    return 0;
+  qsort(r->entries, r->n, sizeof *r->entries, by_expansion);
+  size_t vhits = 0;
+  while (vhits < r->n && r->entries[vhits].vhit)
+    vhits++;
+  size_t lexical = r->n - vhits;
+  return vhits + (lexical < r->window_matches ? lexical : r->window_matches);
 }
 
 /* Step 2: the neighbours of the `hits` first entries (the matches). They
@@ -630,6 +727,10 @@ static void merge_entries(cand_req *r) {
       last->has_prev |= e->has_prev;
       if (e->score > last->score)
         last->score = e->score;
+      if (!last->node) /* one read row is enough */
+        last->node = e->node;
+      else
+        engram_node_free(e->node);
     } else {
       r->entries[++out] = *e;
     }
@@ -665,47 +766,50 @@ static int by_rowid(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* Step 3: the rows, in one statement (the rowids go in as a JSON array:
- * one statement instead of one per memory). A row that does not decode is
- * left out, and the memory after it loses its adjacency. */
-static int load_nodes(cand_req *r) {
-  store_candidates *c = set_new(r->n);
-  engram_node **found = calloc(r->n ? r->n : 1, sizeof *found);
-  by_rowid_item *index = malloc((r->n ? r->n : 1) * sizeof *index);
-  char *list = malloc(r->n * 21 + 3);
-  if (!c || !found || !index || !list) {
-    store_candidates_free(c);
-    free(found);
+/* The rows of the entries that have none yet, in one statement (the
+ * rowids go in as a JSON array: one statement instead of one per memory),
+ * each decoded into its entry. A row that does not decode stays without;
+ * so does an entry whose row is gone. */
+static int read_nodes(cand_req *r) {
+  size_t want = 0;
+  for (size_t i = 0; i < r->n; i++)
+    want += !r->entries[i].node;
+  if (want == 0)
+    return 0;
+  by_rowid_item *index = malloc(want * sizeof *index);
+  sqlite3_int64 *rowids = malloc(want * sizeof *rowids);
+  char *list = NULL;
+  if (index && rowids) {
+    size_t k = 0;
+    for (size_t i = 0; i < r->n; i++)
+      if (!r->entries[i].node) {
+        index[k] = (by_rowid_item){r->entries[i].rowid, i};
+        rowids[k++] = r->entries[i].rowid;
+      }
+    list = rowids_json(rowids, want);
+  }
+  free(rowids);
+  if (!index || !list) {
     free(index);
     free(list);
-    r->status = ENGRAM_ENOMEM;
-    return r->status;
+    return r->status = ENGRAM_ENOMEM;
   }
-  r->set = c;
-  size_t len = 0;
-  list[len++] = '[';
-  for (size_t i = 0; i < r->n; i++) {
-    index[i] = (by_rowid_item){r->entries[i].rowid, i};
-    len += (size_t)snprintf(list + len, 22, "%s%lld", i ? "," : "",
-                            (long long)r->entries[i].rowid);
-  }
-  list[len++] = ']';
-  list[len] = '\0';
-  qsort(index, r->n, sizeof *index, by_rowid);
+  qsort(index, want, sizeof *index, by_rowid);
   int rc;
   sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_CAND_NODES, &rc);
   if (!stmt) {
     fail(r, rc, "preparing the candidates rows");
   } else {
-    sqlite3_bind_text(stmt, 1, list, (int)len, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 1, list, -1, SQLITE_STATIC);
     sqlite3_bind_int(stmt, 2, r->vectors);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
       by_rowid_item key = {sqlite3_column_int64(stmt, 0), 0};
-      by_rowid_item *at = bsearch(&key, index, r->n, sizeof *index, by_rowid);
-      if (!at || found[at->entry])
+      by_rowid_item *at = bsearch(&key, index, want, sizeof *index, by_rowid);
+      if (!at || r->entries[at->entry].node)
         continue;
       char msg[SQ_MSG_LEN];
-      int code = sqlite_row_node(stmt, 1, &found[at->entry], msg, sizeof msg);
+      int code = sqlite_row_node(stmt, 1, &r->entries[at->entry].node, msg,
+                                 sizeof msg);
       if (code == ENGRAM_ENOMEM) {
         r->status = code;
         break;
@@ -716,27 +820,37 @@ static int load_nodes(cand_req *r) {
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
   }
-  int lost_prev = 0;
-  for (size_t i = 0; i < r->n; i++) {
-    engram_node *node = found[i];
-    if (!node || r->status != 0) {
-      engram_node_free(node);
-      lost_prev = 1;
-      continue;
-    }
-    c->nodes[c->n] = node;
-    c->score[c->n] = r->entries[i].score;
-    c->hit[c->n] = r->entries[i].hit;
-    c->vhit[c->n] = r->entries[i].vhit;
-    c->adjacent[c->n] =
-        (unsigned char)(c->n > 0 && !lost_prev && r->entries[i].has_prev);
-    lost_prev = 0;
-    c->n++;
-  }
-  free(found);
   free(index);
   free(list);
   return r->status;
+}
+
+/* Step 3: the rows not read yet, then the set. A row that does not decode
+ * is left out, and the memory after it loses its adjacency. */
+static int load_nodes(cand_req *r) {
+  store_candidates *c = set_new(r->n);
+  if (!c)
+    return r->status = ENGRAM_ENOMEM;
+  r->set = c;
+  if (read_nodes(r) != 0)
+    return r->status;
+  int lost_prev = 0;
+  for (size_t i = 0; i < r->n; i++) {
+    cand_entry *e = &r->entries[i];
+    if (!e->node) {
+      lost_prev = 1;
+      continue;
+    }
+    c->nodes[c->n] = e->node;
+    e->node = NULL; /* the set's now */
+    c->score[c->n] = e->score;
+    c->hit[c->n] = e->hit;
+    c->vhit[c->n] = e->vhit;
+    c->adjacent[c->n] = (unsigned char)(c->n > 0 && !lost_prev && e->has_prev);
+    lost_prev = 0;
+    c->n++;
+  }
+  return 0;
 }
 
 /* Step 1b, the query's vector hits: the memories of those ids in the
@@ -812,9 +926,8 @@ static void cand_run(rt_work *w) {
     return;
   }
   if ((r->limit == 0 || find_hits(r) == 0) && add_vector_hits(r) == 0) {
-    size_t hits = r->n;
     if (r->window > 0)
-      find_neighbours(r, hits);
+      find_neighbours(r, to_expand(r));
     if (r->status == 0) {
       merge_entries(r);
       load_nodes(r);
@@ -829,6 +942,8 @@ static void cand_run(rt_work *w) {
 
 static void cand_free(cand_req *r) {
   store_candidates_free(r->set);
+  free(r->heap);
+  drop_entries(r);
   free(r->entries);
   free(r->ns);
   sqlite_words_free(&r->words);
@@ -915,6 +1030,7 @@ int sqlite_candidates(store *base, const store_candidates_query *q,
   r->types = q->types;
   r->limit = r->words.n == 0 ? 0 : q->limit; /* no word: nothing matches */
   r->window = q->window;
+  r->window_matches = q->window_matches;
   r->max_scored = q->max_scored;
   r->k1 = q->k1;
   r->b = q->b;

@@ -295,14 +295,16 @@ int sqlite_words_collect(const char *text, size_t len, sqlite_words *out);
 void sqlite_words_free(sqlite_words *w);
 /* An expression of hybrid search's candidates: the namespace's tag (ns
  * NULL: none, the file holds that namespace alone), AND `ngroups` groups,
- * each a disjunction restricted to the word columns: group g is the next
- * group_len[g] words of idx (indices into w). The phrases are numbered in
- * that order after the tag (engram_rank's skip counts the tag and any
- * group that is a filter only). *out NULL when ngroups is 0. 0 or
- * ENGRAM_ENOMEM. */
+ * each a disjunction of words that match in the word columns: group g is
+ * the next group_len[g] words of idx (indices into w). tagged: per word of
+ * w, whether it needs the word columns' filter (sqlite_terms_df); NULL:
+ * every word does. The phrases are numbered in that order after the tag
+ * (engram_rank's skip counts the tag and any group that is a filter
+ * only). *out NULL when ngroups is 0. 0 or ENGRAM_ENOMEM. */
 int sqlite_match_build_groups(const char *ns, const sqlite_words *w,
-                              const size_t *idx, const size_t *group_len,
-                              size_t ngroups, char **out);
+                              const unsigned char *tagged, const size_t *idx,
+                              const size_t *group_len, size_t ngroups,
+                              char **out);
 
 int sqlite_stream_search(store *base, const store_query *q, engram_stream *s);
 int sqlite_stream_list(store *base, const store_query *q, engram_stream *s);
@@ -325,9 +327,11 @@ int sqlite_terms_sync(sqlite_reader *rd);
 /* How many rows hold a search word (cut: matched as a prefix): *select,
  * an upper bound to choose words by (0: no row can match it), and *exact,
  * the count engram_rank's idf needs, or -1 where engram_rank must count
- * itself. An SQLite result code. */
+ * itself; *tagged: 1 when the word could match a namespace tag (the
+ * ns_tag column holds one term a row, "n" and hex digits), so its phrase
+ * needs the word columns' filter. An SQLite result code. */
 int sqlite_terms_df(sqlite_reader *rd, const char *word, size_t len, int cut,
-                    double *select, double *exact);
+                    double *select, double *exact, int *tagged);
 /* Frees a reader's term state (NULL: nothing), before its connection
  * closes. */
 void sqlite_terms_free(sqlite_terms *t);

@@ -44,8 +44,9 @@
 #include "store/sqlite/sqlite_internal.h"
 
 #define TOKENIZER "porter"
-#define MAX_TERMS 16 /* a word's terms looked up; more only loosen the bound   \
-                      */
+#define MAX_TERMS                                                              \
+  16 /* a word's terms looked up; more only loosen the bound                   \
+      */
 #define MAX_TERM_LEN                                                           \
   256                    /* bytes; a word with a longer term is counted as     \
                             a cut word is (words are cut at 60 bytes, so       \
@@ -213,9 +214,11 @@ static int add_term(void *data, int flags, const char *tok, int len, int start,
   return SQLITE_OK;
 }
 
-/* "n" and hex digits only: a namespace tag could be that term. */
+/* "n" and hex digits only: a namespace tag could be that term (a tag,
+ * "n" and the namespace's hex, stays such a term through the stemmer,
+ * whose suffixes and replacements use other letters). */
 static int tag_like(const char *t, int len) {
-  if (len < 2 || t[0] != 'n')
+  if (len < 1 || t[0] != 'n')
     return 0;
   for (int i = 1; i < len; i++)
     if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f')))
@@ -224,9 +227,10 @@ static int tag_like(const char *t, int len) {
 }
 
 int sqlite_terms_df(sqlite_reader *rd, const char *word, size_t len, int cut,
-                    double *select, double *exact) {
+                    double *select, double *exact, int *tagged) {
   *select = 1; /* a cut word: rare, and counted by FTS5 */
   *exact = -1;
+  *tagged = 1; /* unless shown otherwise below */
   if (cut)
     return SQLITE_OK;
   term_list l;
@@ -246,6 +250,7 @@ int sqlite_terms_df(sqlite_reader *rd, const char *word, size_t len, int cut,
       fewest = rows;
   }
   *select = fewest;
-  *exact = l.n == 1 && !tag_like(l.term[0], l.len[0]) ? fewest : -1;
+  *tagged = l.n == 1 && tag_like(l.term[0], l.len[0]);
+  *exact = *tagged ? -1 : fewest;
   return SQLITE_OK;
 }
