@@ -1,45 +1,43 @@
 /*
  * pg_candidates.c — hybrid search's candidates on PostgreSQL (store.h,
  * store_candidates_query): the best lexical matches of a query in a
- * namespace and the memories just before and after each of them, in one
- * statement, in one round trip on a reader connection.
- *
- * The statement (candidates_sql):
- *   1. scores the namespace's hits by BM25 (PG_SCORE_CTES, the scoring of
- *      search, with the query's k1, b and meta_weight: an occurrence in
- *      the content, weight A in memories.tsv, counts 1, one in the
- *      metadata values, weight B, counts meta_weight) and keeps the
- *      `limit` best of the wanted types (ties: the older first);
- *   2. for each, through LATERAL subqueries on the (ns, id) index, the
- *      `window` memories of the wanted types before it and after it (ids
- *      are UUIDv7: id order is creation order, a conversation's turns in
- *      order). A match and its neighbours form a run of consecutive
- *      memories; a member of a run that has its predecessor in the run is
- *      adjacent to it;
- *   3. merges the runs by id (a memory adjacent when it is in any run),
- *      and reads the rows by ctid, in id order, with the match's score.
+ * namespace, the vector hits, and the memories just before and after
+ * them, on one reader connection, in one read-only REPEATABLE READ
+ * transaction (one snapshot, as SQLite's one read transaction), in two
+ * exchanges:
+ *   1. the lexical step (pg_terms.c): which rows to score, at a cost
+ *      bounded by max_scored, and their BM25 scores, computed here from
+ *      what the statement returns; the best `limit` of the wanted types
+ *      are the matches (ties: the older first);
+ *   2. read_sql: the matches (by id, with their scores), the vector hits
+ *      (store_candidates_query.ids), and for every vector hit and the best
+ *      window_matches matches, through LATERAL subqueries on the (ns, id)
+ *      index, the `window` memories of the wanted types before and after
+ *      it (ids are UUIDv7: id order is creation order, a conversation's
+ *      turns in order). A seed and its neighbours form a run of
+ *      consecutive memories; a member of a run that has its predecessor in
+ *      the run is adjacent to it. The runs are merged by id (a memory is
+ *      adjacent when it is in any run) and the rows read in id order.
  * Since every run is a stretch of the same order (one snapshot), a memory
  * whose predecessor is in some run comes right after that predecessor in
  * the merged list: SQLite's merge (sqlite_candidates.c) gives the same
  * flags. A row that does not decode is left out, and the memory after it
- * loses its adjacency. The work is bounded by the namespace's hits (every
- * hit is scored, as search does) plus limit * (2 * window + 1) rows, which
- * the API layer caps.
- *
- * Vector hits (store_candidates_query.ids) are seeds of runs like the
- * matches, marked vhit, without a score; with no word to match, a smaller
- * statement (vector_hits_sql) reads them and their neighbours alone.
+ * loses its adjacency. With no word to match (or limit 0) only exchange 2
+ * runs, with the vector hits alone. The second exchange starts from the
+ * first one's done callback: the connection is held between them, and the
+ * statement of exchange 2 needs what exchange 1 found (one round trip
+ * more; see pg_terms.c for why the scoring is not in SQL).
  *
  * The scores differ from SQLite's where search's do (pg_stream.c: the
  * statistics are the namespace's, not the table's), which hybrid ranking
  * normalises away; the order of matches is the same in the common cases.
  *
  * The callback runs once, on the loop, never inside pg_candidates: after
- * the exchange's done, or from a no-op thread-pool task (nothing to look
- * for, or a cancel while waiting for a connection). Cancel while the
- * statement runs asks the server to cancel it (pg_conn_cancel); the
- * callback follows the exchange's end with ENGRAM_ECANCELED, whatever the
- * server answered.
+ * the last exchange's done, or from a no-op thread-pool task (nothing to
+ * look for, or a cancel while waiting for a connection). Cancel while an
+ * exchange runs asks the server to cancel it (pg_conn_cancel); no further
+ * exchange starts, and the callback follows the exchange's end with
+ * ENGRAM_ECANCELED, whatever the server answered.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,34 +47,6 @@
 
 #define CAND_FILTER(alias) PG_TYPE_FILTER(alias, "$3")
 
-/* The runs around each seed (a CTE of tid, id): the seed and the WINDOW
- * memories of the wanted types ($3) of namespace $1 before and after it,
- * merged by id, a member adjacent when its predecessor is in one of its
- * runs. */
-#define RUN_CTES(SEED, WINDOW)                                                 \
-  "run AS MATERIALIZED ("                                                      \
-  " SELECT r.tid, r.id,"                                                       \
-  "  lag(r.id) OVER (PARTITION BY t.id ORDER BY r.id) IS NOT NULL AS linked"   \
-  " FROM " SEED " t CROSS JOIN LATERAL ("                                      \
-  "  SELECT t.tid, t.id"                                                       \
-  "  UNION ALL (SELECT m.ctid, m.id FROM memories m"                           \
-  "   WHERE m.ns = $1::text AND m.id < t.id AND " CAND_FILTER("m")             \
-  "   ORDER BY m.id DESC LIMIT " WINDOW ")"                                    \
-  "  UNION ALL (SELECT m.ctid, m.id FROM memories m"                           \
-  "   WHERE m.ns = $1::text AND m.id > t.id AND " CAND_FILTER("m")             \
-  "   ORDER BY m.id LIMIT " WINDOW ")) r),"                                    \
-  "member AS MATERIALIZED ("                                                   \
-  " SELECT run.tid, run.id, bool_or(run.linked) AS adjacent FROM run"          \
-  " GROUP BY run.tid, run.id)"
-
-/* The vector hits: the memories of ids IDS (a uuid[]) in namespace $1, of
- * the wanted types. */
-#define VEC_CTE(IDS)                                                           \
-  "vec AS MATERIALIZED ("                                                      \
-  " SELECT m.ctid AS tid, m.id FROM memories m"                                \
-  " WHERE m.id = ANY(" IDS "::uuid[]) AND m.ns = $1::text"                     \
-  " AND " CAND_FILTER("m") "),"
-
 /* PG_NODE_COLUMNS, with the vector only when VEC (store_candidates_query
  * .vectors: unread, a ranking without vectors does not pay for them). */
 #define CAND_NODE_COLUMNS(VEC)                                                 \
@@ -84,35 +54,56 @@
   " m.updated_ms, m.accessed_ms, m.importance, m.metadata,"                    \
   " CASE WHEN " VEC " THEN m.embedding END, m.embedding_dim, m.embedder"
 
-/* $1 ns, $2 the words (text[]), $3 the types mask, $4 k1, $5 b,
- * $6 meta_weight, $7 limit, $8 window, $9 the vector hits' ids (uuid[]),
- * $10 whether the rows carry their vectors.
- * Rows: PG_NODE_COLUMNS, the score (NULL: not a match), adjacent, vhit. */
-static const char candidates_sql[] =
-    "WITH " PG_SCORE_CTES("$4::float8", "$5::float8", "$6::float8") ","
+/* $1 ns, $2 the vector hits' ids (uuid[]), $3 the types mask, $4 window,
+ * $5 whether the rows carry their vectors, $6 the matches' ids (uuid[],
+ * of the wanted types already), $7 their scores (float8[]), $8 whether
+ * each takes neighbours (boolean[]). Rows: PG_NODE_COLUMNS, the score
+ * (NULL: not a match), adjacent, vhit.
+ *   seed: the matches and the vector hits (tid, id, score s, vector hit v,
+ *     whether it takes neighbours x);
+ *   run: each seed's run, the seed and the window memories of the wanted
+ *     types before and after it when it takes them (a member is linked
+ *     when its predecessor is in the run);
+ *   member: the runs merged by id (adjacent when linked in any run; the
+ *     seed's own row brings its score and vector flag).
+ * Every set is small and reached through what indexes serve (ids through
+ * the primary key, rows through their ctids), so a generic plan (which
+ * PostgreSQL may keep after a few runs of the prepared statement) is as
+ * good as one made for the parameters. */
+static const char read_sql[] =
+    "WITH vec AS MATERIALIZED ("
+    " SELECT m.ctid AS tid, m.id FROM memories m"
+    " WHERE m.id = ANY($2::uuid[]) AND m.ns = $1::text"
+    " AND " CAND_FILTER("m") "),"
     "top AS MATERIALIZED ("
-    " SELECT sc.tid, sc.id, sc.s FROM score sc"
-    " ORDER BY sc.s DESC, sc.id LIMIT $7::bigint),"
-    VEC_CTE("$9")
+    " SELECT m.ctid AS tid, m.id, t.s, t.x FROM memories m"
+    " JOIN unnest($6::uuid[], $7::float8[], $8::boolean[]) AS t(id, s, x)"
+    " ON t.id = m.id WHERE m.id = ANY($6::uuid[]) AND m.ns = $1::text),"
     "seed AS MATERIALIZED ("
-    " SELECT tid, id FROM top UNION ALL"
-    " SELECT tid, id FROM vec WHERE id NOT IN (SELECT id FROM top)),"
-    RUN_CTES("seed", "$8::bigint")
-    "SELECT " CAND_NODE_COLUMNS("$10::boolean")
-    ", t.s, mb.adjacent, v.id IS NOT NULL"
-    " FROM member mb JOIN memories m ON m.ctid = mb.tid"
-    " LEFT JOIN top t ON t.id = mb.id LEFT JOIN vec v ON v.id = mb.id"
-    " ORDER BY mb.id";
+    " SELECT top.tid, top.id, top.s, v.id IS NOT NULL AS v,"
+    "  top.x OR v.id IS NOT NULL AS x"
+    " FROM top LEFT JOIN vec v ON v.id = top.id UNION ALL"
+    " SELECT vec.tid, vec.id, NULL, true, true FROM vec"
+    " WHERE vec.id NOT IN (SELECT id FROM top)),"
+    "run AS MATERIALIZED ("
+    " SELECT r.tid, r.id, r.s, r.v,"
+    "  lag(r.id) OVER (PARTITION BY t.id ORDER BY r.id) IS NOT NULL AS linked"
+    " FROM seed t CROSS JOIN LATERAL ("
+    "  SELECT t.tid, t.id, t.s, t.v"
+    "  UNION ALL (SELECT m.ctid, m.id, NULL::float8, false FROM memories m"
+    "   WHERE t.x AND m.ns = $1::text AND m.id < t.id AND " CAND_FILTER("m")
+    "   ORDER BY m.id DESC LIMIT $4::bigint)"
+    "  UNION ALL (SELECT m.ctid, m.id, NULL::float8, false FROM memories m"
+    "   WHERE t.x AND m.ns = $1::text AND m.id > t.id AND " CAND_FILTER("m")
+    "   ORDER BY m.id LIMIT $4::bigint)) r),"
+    "member AS MATERIALIZED ("
+    " SELECT run.tid, run.id, max(run.s) AS s, bool_or(run.v) AS v,"
+    "  bool_or(run.linked) AS adjacent FROM run GROUP BY run.tid, run.id)"
+    "SELECT " CAND_NODE_COLUMNS("$5::boolean") ", mb.s, mb.adjacent, mb.v"
+    " FROM memories m JOIN member mb ON mb.tid = m.ctid"
+    " WHERE m.ctid = ANY(ARRAY(SELECT tid FROM member)) ORDER BY mb.id";
 
-/* No word to match: the vector hits alone and their neighbours. $1 ns,
- * $2 the ids (uuid[]), $3 the types mask, $4 window, $5 whether the rows
- * carry their vectors; rows as above. */
-static const char vector_hits_sql[] =
-    "WITH " VEC_CTE("$2") RUN_CTES("vec", "$4::bigint")
-    "SELECT " CAND_NODE_COLUMNS("$5::boolean")
-    ", NULL::float8, mb.adjacent, v.id IS NOT NULL"
-    " FROM member mb JOIN memories m ON m.ctid = mb.tid"
-    " LEFT JOIN vec v ON v.id = mb.id ORDER BY mb.id";
+static const pg_stmt read_stmt = {"eg_cand_read", read_sql, 8};
 
 /* As for search (pg_stream.c): JIT costs more than the query; a word with
  * no lexeme raises a notice. Both end with the transaction. */
@@ -120,22 +111,31 @@ static const char settings_sql[] =
     "SELECT set_config('jit', 'off', true),"
     " set_config('client_min_messages', 'warning', true)";
 
-#define QUERY_CMD 2 /* BEGIN, settings, the query, COMMIT */
-#define NPARAMS 10
+#define BEGIN_SQL "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+#define TERMS_CMD 2 /* BEGIN, settings, then the lexical step */
+
+enum { P_TERMS, P_READ }; /* the exchange on the connection */
+enum { V_NS, V_WORDS, V_BUDGET, V_META, V_TYPES, V_LIMIT, V_IDS, V_WINDOW,
+       V_VECTORS, V_SEEDS, V_SCORES, V_EXPAND, NVALUES };
 
 typedef struct cand_req {
   pg_store *st;
   store_candidates_req *req;
   pg_wait wait;
   pg_exchange ex;
-  pg_conn *conn;  /* held while the exchange runs */
+  pg_conn *conn;  /* held from the first exchange to the end of the last */
   rt_work work;   /* the no-op task that calls back from the loop */
-  int running;    /* the exchange is on the connection */
+  int running;    /* an exchange is on the connection */
   int deferred;   /* the task is out */
   int cancelled;
-  int empty;      /* nothing to look for */
-  int ids_only;   /* no word: the vector hits alone (vector_hits_sql) */
-  char *values[NPARAMS];
+  int lexical;    /* words to match: the lexical step runs first */
+  int phase;      /* P_* */
+  unsigned read_cmd; /* read_sql's command number in its exchange */
+  pg_rank_args rank;
+  size_t window_matches;
+  char *values[NVALUES];
+  pg_hit *hits;   /* the matches, best first */
+  size_t nhits;
   int status;
   char msg[PG_MSG_LEN];
   store_candidates *set;
@@ -143,8 +143,9 @@ typedef struct cand_req {
 
 static void cand_free(cand_req *r) {
   store_candidates_free(r->set);
-  for (int i = 0; i < NPARAMS; i++)
+  for (int i = 0; i < NVALUES; i++)
     free(r->values[i]);
+  free(r->hits);
   free(r);
 }
 
@@ -249,23 +250,96 @@ static void ex_result(pg_exchange *ex, unsigned cmd, PGresult *res) {
                        sizeof r->msg);
     return;
   }
-  if (cmd == QUERY_CMD)
+  if (r->phase == P_TERMS && cmd == TERMS_CMD)
+    r->status = pg_terms_rank(res, &r->rank, &r->hits, &r->nhits, r->msg,
+                              sizeof r->msg);
+  else if (r->phase == P_READ && cmd == r->read_cmd)
     read_rows(r, res);
+}
+
+/* ------------------------------------------------------- the exchanges */
+
+/* The matches as read_sql's $6 (ids), $7 (scores), $8 (neighbours taken:
+ * the best window_matches). 0 or ENGRAM_ENOMEM. */
+static int format_hits(cand_req *r) {
+  size_t n = r->nhits;
+  char *ids = malloc(n * (ENGRAM_ID_LEN + 1) + 3);
+  char *scores = malloc(n * 26 + 3);
+  char *expand = malloc(n * 2 + 3);
+  if (!ids || !scores || !expand) {
+    free(ids);
+    free(scores);
+    free(expand);
+    return ENGRAM_ENOMEM;
+  }
+  size_t li = 0, ls = 0, le = 0;
+  ids[li++] = scores[ls++] = expand[le++] = '{';
+  for (size_t i = 0; i < n; i++) {
+    if (i) {
+      ids[li++] = scores[ls++] = expand[le++] = ',';
+    }
+    memcpy(ids + li, r->hits[i].id, ENGRAM_ID_LEN);
+    li += ENGRAM_ID_LEN;
+    ls += (size_t)snprintf(scores + ls, 26, "%.17g", r->hits[i].score);
+    expand[le++] = i < r->window_matches ? 't' : 'f';
+  }
+  ids[li++] = scores[ls++] = expand[le++] = '}';
+  ids[li] = scores[ls] = expand[le] = '\0';
+  r->values[V_SEEDS] = ids;
+  r->values[V_SCORES] = scores;
+  r->values[V_EXPAND] = expand;
+  return 0;
+}
+
+/* Queues read_sql, command `at` of the exchange, and the end of the
+ * transaction. */
+static void queue_read(cand_req *r, pg_conn *c, unsigned at) {
+  r->read_cmd = at;
+  const char *values[8] = {r->values[V_NS],      r->values[V_IDS],
+                           r->values[V_TYPES],   r->values[V_WINDOW],
+                           r->values[V_VECTORS], r->values[V_SEEDS],
+                           r->values[V_SCORES],  r->values[V_EXPAND]};
+  pg_exchange_stmt(c, &read_stmt, values, NULL);
+  pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
+}
+
+static void start_exchange(cand_req *r) {
+  r->running = 1;
+  r->ex.data = r;
+  pg_exchange_begin(r->conn, &r->ex);
+}
+
+/* The second exchange, on the connection the first one leaves idle and
+ * inside the transaction. */
+static int start_read(cand_req *r) {
+  if (format_hits(r) != 0) {
+    r->status = ENGRAM_ENOMEM;
+    snprintf(r->msg, sizeof r->msg, "out of memory gathering candidates");
+    return -1;
+  }
+  r->phase = P_READ;
+  start_exchange(r);
+  queue_read(r, r->conn, 0);
+  pg_exchange_end(r->conn);
+  return 0;
 }
 
 static void ex_done(pg_exchange *ex, int status, const char *msg) {
   cand_req *r = ex->data;
   pg_store *st = r->st;
   r->running = 0;
-  st->head.queries_running--;
   if (status != 0 && r->status == 0) {
     r->status = status;
     snprintf(r->msg, sizeof r->msg,
              "a hybrid search lost its connection: %s",
              msg ? msg : "no reason given");
   }
+  if (r->phase == P_TERMS && r->status == 0 && !r->cancelled &&
+      start_read(r) == 0)
+    return;
   pg_conn *c = r->conn;
   r->conn = NULL;
+  st->head.queries_running--;
   /* Given back first, so that waiting work goes on; it rolls back what
    * an aborted exchange left open. */
   pg_pool_release(&st->readers, c);
@@ -274,23 +348,22 @@ static void ex_done(pg_exchange *ex, int status, const char *msg) {
 
 static void cand_send(cand_req *r, pg_conn *c) {
   r->conn = c;
-  r->running = 1;
   r->st->head.queries_running++;
   r->ex.result = ex_result;
   r->ex.done = ex_done;
-  r->ex.data = r;
-  pg_exchange_begin(c, &r->ex);
-  pg_exchange_sql(c, "BEGIN READ ONLY", 0, NULL, NULL);
+  start_exchange(r);
+  pg_exchange_sql(c, BEGIN_SQL, 0, NULL, NULL);
   pg_exchange_sql(c, settings_sql, 0, NULL, NULL);
-  if (r->ids_only) {
-    const char *values[5] = {r->values[0], r->values[8], r->values[2],
-                             r->values[7], r->values[9]};
-    pg_exchange_sql(c, vector_hits_sql, 5, values, NULL);
+  if (r->lexical) {
+    r->phase = P_TERMS;
+    const char *values[6] = {r->values[V_NS],    r->values[V_WORDS],
+                             r->values[V_BUDGET], r->values[V_META],
+                             r->values[V_TYPES], r->values[V_LIMIT]};
+    pg_exchange_stmt(c, pg_terms_stmt(), values, NULL);
   } else {
-    pg_exchange_sql(c, candidates_sql, NPARAMS,
-                    (const char *const *)r->values, NULL);
+    r->phase = P_READ;
+    queue_read(r, c, TERMS_CMD);
   }
-  pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
   pg_exchange_end(c);
 }
 
@@ -384,34 +457,41 @@ int pg_candidates(store *base, const store_candidates_query *q,
   r->req = req;
   size_t len = q->text_len ? q->text_len : strlen(q->text);
   size_t words = 0;
-  if (pg_search_words(q->text, len, &r->values[1], &words) != 0) {
+  if (pg_search_words(q->text, len, &r->values[V_WORDS], &words) != 0) {
     free(r);
     return ENGRAM_ENOMEM;
   }
   char types[16];
   snprintf(types, sizeof types, "%u", q->types);
-  r->values[0] = strdup(q->ns);
-  r->values[2] = strdup(types);
-  r->values[3] = format_double(q->k1);
-  r->values[4] = format_double(q->b);
-  r->values[5] = format_double(q->meta_weight);
-  r->values[6] = format_size(q->limit);
-  r->values[7] = format_size(q->window);
+  r->values[V_NS] = strdup(q->ns);
+  r->values[V_BUDGET] =
+      q->max_scored ? format_size(q->max_scored) : strdup(PG_NO_BUDGET);
+  r->values[V_META] = format_double(q->meta_weight);
+  r->values[V_TYPES] = strdup(types);
+  r->values[V_LIMIT] = format_size(q->limit);
   size_t nids = 0;
-  r->values[8] = format_ids(q->ids, q->ids ? q->nids : 0, &nids);
-  r->values[9] = strdup(q->vectors ? "true" : "false");
-  /* q->max_scored is not used yet: every hit of the namespace is scored
-   * (SQLite caps the matches it scores, see sqlite_candidates.c). */
-  for (int i = 0; i < NPARAMS; i++)
+  r->values[V_IDS] = format_ids(q->ids, q->ids ? q->nids : 0, &nids);
+  r->values[V_WINDOW] = format_size(q->window);
+  r->values[V_VECTORS] = strdup(q->vectors ? "true" : "false");
+  for (int i = 0; i < V_SEEDS; i++)
     if (!r->values[i]) {
       cand_free(r);
       return ENGRAM_ENOMEM;
     }
+  r->rank = (pg_rank_args){.k1 = q->k1,
+                           .b = q->b,
+                           .meta_weight = q->meta_weight,
+                           .types = q->types,
+                           .limit = q->limit};
+  r->window_matches = q->window_matches;
+  r->lexical = words > 0 && q->limit > 0;
+  if (!r->lexical && format_hits(r) != 0) { /* no match: empty arrays */
+    cand_free(r);
+    return ENGRAM_ENOMEM;
+  }
   req->impl = r;
-  r->ids_only = (words == 0 || q->limit == 0) && nids > 0;
-  if ((words == 0 || q->limit == 0) && !r->ids_only) {
+  if (!r->lexical && nids == 0) {
     /* Nothing to look for: an empty set, still from the loop, later. */
-    r->empty = 1;
     if (defer(r) != 0) {
       req->impl = NULL;
       cand_free(r);

@@ -77,7 +77,9 @@
   "::bigint) <> 0)"
 
 /*
- * The BM25 scoring of search and of hybrid search's candidates, as the
+ * The BM25 scoring of search (pg_stream.c; hybrid search's candidates
+ * compute the same scores from fewer rows, pg_terms.c, and
+ * tests/test_pg_candidates.c holds them to these), as the
  * common table expressions of one statement (follow it with the SELECT
  * that reads `score`). Parameters: $1 the namespace, $2 the words (a
  * text[] of core_tokenize tokens), $3 the types mask; K1, B and MW (the
@@ -431,6 +433,29 @@ extern const char *const pg_search_sql;
  * ENGRAM_ENOMEM. */
 int pg_search_words(const char *text, size_t len, char **out,
                     size_t *words);
+
+/* pg_terms.c: hybrid search's lexical step (see the top of pg_terms.c).
+ * The statement: $1 ns, $2 the words (a text[], pg_search_words), $3 the
+ * budget max_scored (PG_NO_BUDGET for none), $4 meta_weight, $5 the types
+ * mask, $6 limit; rows (kind, ...): one of kind 0 per query lexeme and
+ * one of kind 1 per row scored (the tests count those). */
+const pg_stmt *pg_terms_stmt(void);
+#define PG_NO_BUDGET "1000000000000000"
+typedef struct pg_rank_args {
+  double k1, b, meta_weight;
+  unsigned types; /* 0: all */
+  size_t limit;
+} pg_rank_args;
+typedef struct pg_hit {
+  char id[ENGRAM_ID_LEN + 1];
+  double score; /* BM25 */
+} pg_hit;
+/* The best a->limit rows of the wanted types among those res scored, best
+ * first (ties: the older first), into *hits (the caller frees it; NULL
+ * when none). 0, ENGRAM_ENOMEM, or ENGRAM_ECORRUPT for an answer not of
+ * the statement's form; msg says what. */
+int pg_terms_rank(const PGresult *res, const pg_rank_args *a, pg_hit **hits,
+                  size_t *n, char *msg, size_t msglen);
 
 /* pg_candidates.c: hybrid search's candidates (store.h). */
 int pg_candidates(store *base, const store_candidates_query *q,
