@@ -110,13 +110,19 @@ for bin in "${benches[@]}"; do
 done
 # The PostgreSQL backend, on a throwaway server of Debian's postgresql
 # (scripts/pgtest.sh: loopback only, stopped at the end): bench_store
-# against raw libpq, and bench_starvation, where I/O latency is real.
+# against raw libpq, bench_starvation, where I/O latency is real, and
+# bench_search at 100,000 against a plain ts_rank query (the server is
+# new each time, so the 100,000 memories are written each time).
 pgdir="$tmp/pg"
 if conninfo=$(bash "$(dirname "$0")/pgtest.sh" start "$pgdir"); then
-  for name in bench_store bench_starvation; do
+  for name in bench_store bench_starvation bench_search; do
     [ -x "$build/$name" ] || continue
-    # shellcheck disable=SC2046 # the arguments are meant to split
-    set -- $(args_for "$name") --db "$conninfo"
+    if [ "$name" = bench_search ]; then
+      set -- --sizes 100000 --runs 3 --db "$conninfo"
+    else
+      # shellcheck disable=SC2046 # the arguments are meant to split
+      set -- $(args_for "$name") --db "$conninfo"
+    fi
     echo | tee -a "$out"
     echo "### $name $* (PostgreSQL)" | tee -a "$out"
     if ! "$build/$name" "$@" 2>&1 | tee -a "$out"; then
