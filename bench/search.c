@@ -281,25 +281,16 @@ static sqlite3_stmt *prepare(sqlite3 *db, const char *sql) {
   return stmt;
 }
 
-/* The FREQUENT most frequent words of the file's memories (strings owned
- * by the caller), and the distinct word count. */
-static char **frequent_words(sqlite3 *db, size_t *distinct) {
-  word_table t = {0};
-  table_grow(&t);
-  sqlite3_stmt *q = prepare(db, "SELECT content FROM memories");
-  while (sqlite3_step(q) == SQLITE_ROW) {
-    const char *text = (const char *)sqlite3_column_text(q, 0);
-    core_tokenize(text, (size_t)sqlite3_column_bytes(q, 0), count_token, &t);
-    t.doc++;
-  }
-  sqlite3_finalize(q);
-  word_entry *all = malloc(t.n * sizeof *all);
+/* The FREQUENT most frequent words of a filled table (strings owned by the
+ * caller; the table is emptied), and the distinct word count. */
+static char **top_words(word_table *t, size_t *distinct) {
+  word_entry *all = malloc(t->n * sizeof *all);
   if (!all)
     die("out of memory");
   size_t k = 0;
-  for (size_t i = 0; i < t.cap; i++)
-    if (t.slots[i].word)
-      all[k++] = t.slots[i];
+  for (size_t i = 0; i < t->cap; i++)
+    if (t->slots[i].word)
+      all[k++] = t->slots[i];
   qsort(all, k, sizeof *all, by_df_desc);
   char **top = calloc(FREQUENT, sizeof *top);
   if (!top || k < FREQUENT)
@@ -312,8 +303,23 @@ static char **frequent_words(sqlite3 *db, size_t *distinct) {
   }
   *distinct = k;
   free(all);
-  free(t.slots);
+  free(t->slots);
   return top;
+}
+
+/* The FREQUENT most frequent words of the file's memories (strings owned
+ * by the caller), and the distinct word count. */
+static char **frequent_words(sqlite3 *db, size_t *distinct) {
+  word_table t = {0};
+  table_grow(&t);
+  sqlite3_stmt *q = prepare(db, "SELECT content FROM memories");
+  while (sqlite3_step(q) == SQLITE_ROW) {
+    const char *text = (const char *)sqlite3_column_text(q, 0);
+    core_tokenize(text, (size_t)sqlite3_column_bytes(q, 0), count_token, &t);
+    t.doc++;
+  }
+  sqlite3_finalize(q);
+  return top_words(&t, distinct);
 }
 
 typedef struct question {
@@ -339,6 +345,48 @@ static void collect_token(const char *tok, size_t len, void *data) {
   l->n++;
 }
 
+/* A question about a memory whose words (stop words aside) are own: 2-4
+ * of them and 1-3 of the frequent words, shuffled; its text into q (the
+ * caller set q->answer). */
+static void plant_question(bench_rng *rng, token_list *own, char **frequent,
+                           question *q) {
+  const char *pick[8];
+  size_t np = 0;
+  size_t k = (size_t)bench_rng_range(rng, 2, 4);
+  if (k > own->n)
+    k = own->n;
+  for (size_t j = 0; j < k; j++) { /* a partial Fisher-Yates shuffle */
+    size_t r = j + (size_t)bench_rng_below(rng, own->n - j);
+    char tmp[64];
+    memcpy(tmp, own->words[j], sizeof tmp);
+    memcpy(own->words[j], own->words[r], sizeof tmp);
+    memcpy(own->words[r], tmp, sizeof tmp);
+    pick[np++] = own->words[j];
+  }
+  size_t f = (size_t)bench_rng_range(rng, 1, 3);
+  for (size_t j = 0; j < f; j++) {
+    const char *w = frequent[bench_rng_below(rng, FREQUENT)];
+    int dup = 0;
+    for (size_t m = 0; m < np; m++)
+      dup |= strcmp(pick[m], w) == 0;
+    if (!dup)
+      pick[np++] = w;
+  }
+  for (size_t j = np; j > 1; j--) {
+    size_t r = (size_t)bench_rng_below(rng, j);
+    const char *tmp = pick[j - 1];
+    pick[j - 1] = pick[r];
+    pick[r] = tmp;
+  }
+  char buf[600];
+  size_t len = 0;
+  for (size_t j = 0; j < np; j++)
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", j ? " " : "",
+                            pick[j]);
+  if (!(q->text = strdup(buf)))
+    die("out of memory");
+}
+
 static question *make_questions(const config *cfg, sqlite3 *db, size_t n,
                                 char **frequent) {
   question *qs = calloc(cfg->queries, sizeof *qs);
@@ -362,41 +410,7 @@ static question *make_questions(const config *cfg, sqlite3 *db, size_t n,
     }
     snprintf(qs[i].answer, sizeof qs[i].answer, "%s", id);
     sqlite3_reset(get);
-    const char *pick[8];
-    size_t np = 0;
-    size_t k = (size_t)bench_rng_range(&rng, 2, 4);
-    if (k > own.n)
-      k = own.n;
-    for (size_t j = 0; j < k; j++) { /* a partial Fisher-Yates shuffle */
-      size_t r = j + (size_t)bench_rng_below(&rng, own.n - j);
-      char tmp[64];
-      memcpy(tmp, own.words[j], sizeof tmp);
-      memcpy(own.words[j], own.words[r], sizeof tmp);
-      memcpy(own.words[r], tmp, sizeof tmp);
-      pick[np++] = own.words[j];
-    }
-    size_t f = (size_t)bench_rng_range(&rng, 1, 3);
-    for (size_t j = 0; j < f; j++) {
-      const char *w = frequent[bench_rng_below(&rng, FREQUENT)];
-      int dup = 0;
-      for (size_t m = 0; m < np; m++)
-        dup |= strcmp(pick[m], w) == 0;
-      if (!dup)
-        pick[np++] = w;
-    }
-    for (size_t j = np; j > 1; j--) {
-      size_t r = (size_t)bench_rng_below(&rng, j);
-      const char *tmp = pick[j - 1];
-      pick[j - 1] = pick[r];
-      pick[r] = tmp;
-    }
-    char buf[600];
-    size_t len = 0;
-    for (size_t j = 0; j < np; j++)
-      len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", j ? " " : "",
-                              pick[j]);
-    if (!(qs[i].text = strdup(buf)))
-      die("out of memory");
+    plant_question(&rng, &own, frequent, &qs[i]);
     i++;
   }
   sqlite3_finalize(get);
@@ -811,27 +825,7 @@ static char **frequent_words_of(const PGresult *rows, size_t *distinct) {
                   count_token, &t);
     t.doc++;
   }
-  word_entry *all = malloc(t.n * sizeof *all);
-  if (!all)
-    die("out of memory");
-  size_t k = 0;
-  for (size_t i = 0; i < t.cap; i++)
-    if (t.slots[i].word)
-      all[k++] = t.slots[i];
-  qsort(all, k, sizeof *all, by_df_desc);
-  char **top = calloc(FREQUENT, sizeof *top);
-  if (!top || k < FREQUENT)
-    die("the corpus has fewer than %d distinct words", FREQUENT);
-  for (size_t i = 0; i < k; i++) {
-    if (i < FREQUENT)
-      top[i] = all[i].word;
-    else
-      free(all[i].word);
-  }
-  *distinct = k;
-  free(all);
-  free(t.slots);
-  return top;
+  return top_words(&t, distinct);
 }
 
 /* As make_questions, memory k being row k of rows (id, content). */
@@ -852,41 +846,7 @@ static question *make_questions_of(const config *cfg, const PGresult *rows,
     if (own.n < 2 || strlen(id) != ENGRAM_ID_LEN)
       continue;
     snprintf(qs[i].answer, sizeof qs[i].answer, "%s", id);
-    const char *pick[8];
-    size_t np = 0;
-    size_t k = (size_t)bench_rng_range(&rng, 2, 4);
-    if (k > own.n)
-      k = own.n;
-    for (size_t j = 0; j < k; j++) { /* a partial Fisher-Yates shuffle */
-      size_t r = j + (size_t)bench_rng_below(&rng, own.n - j);
-      char tmp[64];
-      memcpy(tmp, own.words[j], sizeof tmp);
-      memcpy(own.words[j], own.words[r], sizeof tmp);
-      memcpy(own.words[r], tmp, sizeof tmp);
-      pick[np++] = own.words[j];
-    }
-    size_t f = (size_t)bench_rng_range(&rng, 1, 3);
-    for (size_t j = 0; j < f; j++) {
-      const char *w = frequent[bench_rng_below(&rng, FREQUENT)];
-      int dup = 0;
-      for (size_t m = 0; m < np; m++)
-        dup |= strcmp(pick[m], w) == 0;
-      if (!dup)
-        pick[np++] = w;
-    }
-    for (size_t j = np; j > 1; j--) {
-      size_t r = (size_t)bench_rng_below(&rng, j);
-      const char *tmp = pick[j - 1];
-      pick[j - 1] = pick[r];
-      pick[r] = tmp;
-    }
-    char buf[600];
-    size_t len = 0;
-    for (size_t j = 0; j < np; j++)
-      len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", j ? " " : "",
-                              pick[j]);
-    if (!(qs[i].text = strdup(buf)))
-      die("out of memory");
+    plant_question(&rng, &own, frequent, &qs[i]);
     i++;
   }
   return qs;
