@@ -23,7 +23,8 @@
  * Hybrid search prunes (sqlite_candidates.c): it keeps the words apart
  * (sqlite_words_collect) and ANDs groups of them with
  * sqlite_match_build_groups(), each group a disjunction, for example
- * `tag AND {content meta} : (E) AND {content meta} : (E OR NE)`: the rows
+ * `tag AND (E) AND (E OR NE)`, the word columns' filter `{content meta} :`
+ * on the words that could be a tag term only: the rows
  * that have one of the essential words E; every word is still a phrase of
  * the query, so FTS5 reports where the others occur in those rows and
  * each row gets its whole score.
@@ -104,12 +105,13 @@ static void add_tag(builder *b, const char *ns) {
   add_raw(b, "\" AND ", 6);
 }
 
-/* A group: with every word tagged, `{content meta} : ("a" OR "b")`; else
+/* A group: with no tagged array, `{content meta} : ("a" OR "b")`; else
  * the filter only on the words that need it, `("a" OR {content meta} :
  * "n1f")`. FTS5 checks a filter on every row it visits, reading where
- * each of the phrase's occurrences is: a third of the match's time at
- * 100,000 memories (bench/search's questions), spent for the rare word
- * that could be a tag. */
+ * each of the phrase's occurrences is: a third of a plain walk of the
+ * rows, a tenth of hybrid search's ranked walk at 100,000 memories
+ * (bench/search's questions), spent for the rare word that could be a
+ * tag. */
 static void add_group(builder *b, const sqlite_words *w,
                       const unsigned char *tagged, const size_t *idx,
                       size_t n) {

@@ -44,9 +44,8 @@
 #include "store/sqlite/sqlite_internal.h"
 
 #define TOKENIZER "porter"
-#define MAX_TERMS                                                              \
-  16 /* a word's terms looked up; more only loosen the bound                   \
-      */
+/* a word's terms looked up; more only loosen the bound */
+#define MAX_TERMS 16
 #define MAX_TERM_LEN                                                           \
   256                    /* bytes; a word with a longer term is counted as     \
                             a cut word is (words are cut at 60 bytes, so       \
