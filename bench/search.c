@@ -613,6 +613,99 @@ static double median_of(const side_result *runs, unsigned n, size_t offset) {
   return stats_median(v, n);
 }
 
+/* Warm-up, the runs, and the table, ratios and targets of one size (the
+ * sides set up in s). */
+static void measure_and_report(const config *cfg, sides *s, const question *qs,
+                               size_t n, int *all_pass) {
+  for (size_t i = 0; i < cfg->warmup && i < cfg->queries; i++)
+    for (int k = 0; k < s->nsides; k++) {
+      uint64_t ns;
+      if (!cfg->only || strcmp(cfg->only, side_name[k]) == 0)
+        run_side(s, k, &qs[i], &ns);
+    }
+  side_result runs[S_COUNT][MAX_RUNS];
+  for (unsigned r = 0; r < cfg->runs; r++) {
+    side_result res[S_COUNT];
+    one_run(cfg, s, qs, res);
+    printf("  run %u:", r + 1);
+    for (int k = 0; k < s->nsides; k++) {
+      runs[k][r] = res[k];
+      printf(" %s p50 %.0f us%s", side_name[k], res[k].p50,
+             k + 1 < s->nsides ? "," : "");
+    }
+    printf(" | load %.2f\n", loadavg());
+    fflush(stdout);
+  }
+  printf("  %-8s %12s %12s %10s %12s %10s\n", "side", "p50 us", "p95 us",
+         "queries/s", "cpu/query us", "recall@10");
+  double p50[S_COUNT], recall[S_COUNT];
+  for (int k = 0; k < s->nsides; k++) {
+    p50[k] = median_of(runs[k], cfg->runs, offsetof(side_result, p50));
+    double p95 = median_of(runs[k], cfg->runs, offsetof(side_result, p95));
+    double qps = median_of(runs[k], cfg->runs, offsetof(side_result, qps));
+    double cpu = median_of(runs[k], cfg->runs, offsetof(side_result, cpu));
+    recall[k] = (double)runs[k][0].found / (double)cfg->queries;
+    printf("  %-8s %12.0f %12.0f %10.1f %12.0f %10.3f\n", side_name[k], p50[k],
+           p95, qps, cpu, recall[k]);
+  }
+  double ratio = p50[S_NAIVE] / p50[S_HYBRID];
+  int speed_ok = ratio >= 10, recall_ok = recall[S_HYBRID] >= recall[S_NAIVE];
+  printf("  RATIOS N=%zu: naive p50 / hybrid p50 = %.1fx (target >= 10): "
+         "%s; recall@10 hybrid %.3f vs naive %.3f (target >=): %s\n",
+         n, ratio, speed_ok ? "PASS" : "MISS", recall[S_HYBRID],
+         recall[S_NAIVE], recall_ok ? "PASS" : "MISS");
+  *all_pass &= speed_ok && recall_ok;
+  if (s->nsides > S_EXACT)
+    printf("  what the cap costs: recall@10 hybrid %.3f, unpruned %.3f; p50 "
+           "%.0f us against %.0f us\n",
+           recall[S_HYBRID], recall[S_EXACT], p50[S_HYBRID], p50[S_EXACT]);
+}
+
+static size_t count_matches_pg(PGconn *c, const char *text);
+
+/* One size, once the naive side and the questions are ready: the rows the
+ * questions match, hybrid search's handle on `where` (a file or a
+ * conninfo), the measurement; frees the questions and the words. */
+static void run_size(const config *cfg, sides *s, question *qs, char **frequent,
+                     size_t n, const char *where, int *all_pass) {
+  size_t counted = cfg->queries < COUNTED ? cfg->queries : COUNTED;
+  uint64_t *matches = calloc(counted, sizeof *matches);
+  if (!matches)
+    die("out of memory");
+  for (size_t i = 0; i < counted; i++)
+    matches[i] = s->pg ? count_matches_pg(s->pg, qs[i].text)
+                       : count_matches(&s->naive, qs[i].text);
+  stats_sort_u64(matches, counted);
+  printf("  rows matching a question (any of its words, first %zu): p10 "
+         "%.0f, median %.0f, p90 %.0f\n",
+         counted, stats_percentile(matches, counted, 10),
+         stats_percentile(matches, counted, 50),
+         stats_percentile(matches, counted, 90));
+  free(matches);
+
+  s->eg = open_engram(where);
+  engram_search_options_init(&s->hybrid);
+  if (cfg->weights) /* checked in main */
+    engram_search_options_set(&s->hybrid, cfg->weights, NULL, 0);
+  if (cfg->budget)
+    s->hybrid.max_scored = cfg->budget;
+  s->exact = s->hybrid;
+  s->exact.max_scored = 10000000u;
+  printf("  hybrid: %s%s, max_scored %u\n",
+         cfg->weights ? "default options but " : "default options",
+         cfg->weights ? cfg->weights : "", s->hybrid.max_scored);
+
+  measure_and_report(cfg, s, qs, n, all_pass);
+
+  close_engram(s->eg);
+  for (size_t i = 0; i < cfg->queries; i++)
+    free(qs[i].text);
+  free(qs);
+  for (size_t i = 0; i < FREQUENT; i++)
+    free(frequent[i]);
+  free(frequent);
+}
+
 static void bench_size(const config *cfg, size_t n, int *all_pass) {
   char path[4096];
   printf("\nN = %zu memories, one namespace\n", n);
@@ -640,88 +733,11 @@ static void bench_size(const config *cfg, size_t n, int *all_pass) {
       prepare(s.naive.db, "SELECT id FROM memories WHERE rowid = ?1");
   s.naive.count = prepare(s.naive.db, COUNT_SQL);
 
-  size_t counted = cfg->queries < COUNTED ? cfg->queries : COUNTED;
-  uint64_t *matches = calloc(counted, sizeof *matches);
-  if (!matches)
-    die("out of memory");
-  for (size_t i = 0; i < counted; i++)
-    matches[i] = count_matches(&s.naive, qs[i].text);
-  stats_sort_u64(matches, counted);
-  printf("  rows matching a question (any of its words, first %zu): p10 "
-         "%.0f, median %.0f, p90 %.0f\n",
-         counted, stats_percentile(matches, counted, 10),
-         stats_percentile(matches, counted, 50),
-         stats_percentile(matches, counted, 90));
-  free(matches);
-
-  s.eg = open_engram(path);
-  engram_search_options_init(&s.hybrid);
-  if (cfg->weights) /* checked in main */
-    engram_search_options_set(&s.hybrid, cfg->weights, NULL, 0);
-  if (cfg->budget)
-    s.hybrid.max_scored = cfg->budget;
-  s.exact = s.hybrid;
-  s.exact.max_scored = 10000000u;
-  printf("  hybrid: %s%s, max_scored %u\n",
-         cfg->weights ? "default options but " : "default options",
-         cfg->weights ? cfg->weights : "", s.hybrid.max_scored);
-
-  /* Warm-up, untimed: statements prepared, pages cached, for every side. */
-  for (size_t i = 0; i < cfg->warmup && i < cfg->queries; i++)
-    for (int k = 0; k < s.nsides; k++) {
-      uint64_t ns;
-      if (!cfg->only || strcmp(cfg->only, side_name[k]) == 0)
-        run_side(&s, k, &qs[i], &ns);
-    }
-  side_result runs[S_COUNT][MAX_RUNS];
-  for (unsigned r = 0; r < cfg->runs; r++) {
-    side_result res[S_COUNT];
-    one_run(cfg, &s, qs, res);
-    printf("  run %u:", r + 1);
-    for (int k = 0; k < s.nsides; k++) {
-      runs[k][r] = res[k];
-      printf(" %s p50 %.0f us%s", side_name[k], res[k].p50,
-             k + 1 < s.nsides ? "," : "");
-    }
-    printf(" | load %.2f\n", loadavg());
-    fflush(stdout);
-  }
-
-  printf("  %-8s %12s %12s %10s %12s %10s\n", "side", "p50 us", "p95 us",
-         "queries/s", "cpu/query us", "recall@10");
-  double p50[S_COUNT], recall[S_COUNT];
-  for (int k = 0; k < s.nsides; k++) {
-    p50[k] = median_of(runs[k], cfg->runs, offsetof(side_result, p50));
-    double p95 = median_of(runs[k], cfg->runs, offsetof(side_result, p95));
-    double qps = median_of(runs[k], cfg->runs, offsetof(side_result, qps));
-    double cpu = median_of(runs[k], cfg->runs, offsetof(side_result, cpu));
-    recall[k] = (double)runs[k][0].found / (double)cfg->queries;
-    printf("  %-8s %12.0f %12.0f %10.1f %12.0f %10.3f\n", side_name[k], p50[k],
-           p95, qps, cpu, recall[k]);
-  }
-  double ratio = p50[S_NAIVE] / p50[S_HYBRID];
-  int speed_ok = ratio >= 10, recall_ok = recall[S_HYBRID] >= recall[S_NAIVE];
-  printf("  RATIOS N=%zu: naive p50 / hybrid p50 = %.1fx (target >= 10): "
-         "%s; recall@10 hybrid %.3f vs naive %.3f (target >=): %s\n",
-         n, ratio, speed_ok ? "PASS" : "MISS", recall[S_HYBRID],
-         recall[S_NAIVE], recall_ok ? "PASS" : "MISS");
-  *all_pass &= speed_ok && recall_ok;
-  if (cfg->exact)
-    printf("  what the cap costs: recall@10 hybrid %.3f, unpruned %.3f; p50 "
-           "%.0f us against %.0f us\n",
-           recall[S_HYBRID], recall[S_EXACT], p50[S_HYBRID], p50[S_EXACT]);
-
-  close_engram(s.eg);
+  run_size(cfg, &s, qs, frequent, n, path, all_pass);
   sqlite3_finalize(s.naive.search);
   sqlite3_finalize(s.naive.id_of);
   sqlite3_finalize(s.naive.count);
   sqlite3_close(s.naive.db);
-  for (size_t i = 0; i < cfg->queries; i++)
-    free(qs[i].text);
-  free(qs);
-  for (size_t i = 0; i < FREQUENT; i++)
-    free(frequent[i]);
-  free(frequent);
 }
 
 /* ------------------------------------------------- PostgreSQL (--db URL) */
@@ -902,54 +918,6 @@ static size_t count_matches_pg(PGconn *c, const char *text) {
   return n;
 }
 
-/* Warm-up, the runs, and the table, ratios and targets of one size (the
- * sides set up in s). */
-static void measure_and_report(const config *cfg, sides *s, const question *qs,
-                               size_t n, int *all_pass) {
-  for (size_t i = 0; i < cfg->warmup && i < cfg->queries; i++)
-    for (int k = 0; k < s->nsides; k++) {
-      uint64_t ns;
-      if (!cfg->only || strcmp(cfg->only, side_name[k]) == 0)
-        run_side(s, k, &qs[i], &ns);
-    }
-  side_result runs[S_COUNT][MAX_RUNS];
-  for (unsigned r = 0; r < cfg->runs; r++) {
-    side_result res[S_COUNT];
-    one_run(cfg, s, qs, res);
-    printf("  run %u:", r + 1);
-    for (int k = 0; k < s->nsides; k++) {
-      runs[k][r] = res[k];
-      printf(" %s p50 %.0f us%s", side_name[k], res[k].p50,
-             k + 1 < s->nsides ? "," : "");
-    }
-    printf(" | load %.2f\n", loadavg());
-    fflush(stdout);
-  }
-  printf("  %-8s %12s %12s %10s %12s %10s\n", "side", "p50 us", "p95 us",
-         "queries/s", "cpu/query us", "recall@10");
-  double p50[S_COUNT], recall[S_COUNT];
-  for (int k = 0; k < s->nsides; k++) {
-    p50[k] = median_of(runs[k], cfg->runs, offsetof(side_result, p50));
-    double p95 = median_of(runs[k], cfg->runs, offsetof(side_result, p95));
-    double qps = median_of(runs[k], cfg->runs, offsetof(side_result, qps));
-    double cpu = median_of(runs[k], cfg->runs, offsetof(side_result, cpu));
-    recall[k] = (double)runs[k][0].found / (double)cfg->queries;
-    printf("  %-8s %12.0f %12.0f %10.1f %12.0f %10.3f\n", side_name[k], p50[k],
-           p95, qps, cpu, recall[k]);
-  }
-  double ratio = p50[S_NAIVE] / p50[S_HYBRID];
-  int speed_ok = ratio >= 10, recall_ok = recall[S_HYBRID] >= recall[S_NAIVE];
-  printf("  RATIOS N=%zu: naive p50 / hybrid p50 = %.1fx (target >= 10): "
-         "%s; recall@10 hybrid %.3f vs naive %.3f (target >=): %s\n",
-         n, ratio, speed_ok ? "PASS" : "MISS", recall[S_HYBRID],
-         recall[S_NAIVE], recall_ok ? "PASS" : "MISS");
-  *all_pass &= speed_ok && recall_ok;
-  if (s->nsides > S_EXACT)
-    printf("  what the cap costs: recall@10 hybrid %.3f, unpruned %.3f; p50 "
-           "%.0f us against %.0f us\n",
-           recall[S_HYBRID], recall[S_EXACT], p50[S_HYBRID], p50[S_EXACT]);
-}
-
 static void bench_size_pg(const config *cfg, size_t n, int *all_pass) {
   char conn[2048];
   printf("\nN = %zu memories, one namespace (PostgreSQL)\n", n);
@@ -975,42 +943,8 @@ static void bench_size_pg(const config *cfg, size_t n, int *all_pass) {
          distinct, frequent[0], cfg->queries,
          (double)(stats_now_ns() - t0) / 1e9, qs[0].text);
 
-  size_t counted = cfg->queries < COUNTED ? cfg->queries : COUNTED;
-  uint64_t *matches = calloc(counted, sizeof *matches);
-  if (!matches)
-    die("out of memory");
-  for (size_t i = 0; i < counted; i++)
-    matches[i] = count_matches_pg(s.pg, qs[i].text);
-  stats_sort_u64(matches, counted);
-  printf("  rows matching a question (any of its words, first %zu): p10 "
-         "%.0f, median %.0f, p90 %.0f\n",
-         counted, stats_percentile(matches, counted, 10),
-         stats_percentile(matches, counted, 50),
-         stats_percentile(matches, counted, 90));
-  free(matches);
-
-  s.eg = open_engram(conn);
-  engram_search_options_init(&s.hybrid);
-  if (cfg->weights) /* checked in main */
-    engram_search_options_set(&s.hybrid, cfg->weights, NULL, 0);
-  if (cfg->budget)
-    s.hybrid.max_scored = cfg->budget;
-  s.exact = s.hybrid;
-  s.exact.max_scored = 10000000u;
-  printf("  hybrid: %s%s, max_scored %u\n",
-         cfg->weights ? "default options but " : "default options",
-         cfg->weights ? cfg->weights : "", s.hybrid.max_scored);
-
-  measure_and_report(cfg, &s, qs, n, all_pass);
-
-  close_engram(s.eg);
+  run_size(cfg, &s, qs, frequent, n, conn, all_pass);
   PQfinish(s.pg);
-  for (size_t i = 0; i < cfg->queries; i++)
-    free(qs[i].text);
-  free(qs);
-  for (size_t i = 0; i < FREQUENT; i++)
-    free(frequent[i]);
-  free(frequent);
 }
 
 /* ------------------------------------------------------------------ main */
