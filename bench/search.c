@@ -116,17 +116,6 @@ static void die(const char *fmt, ...) {
   exit(1);
 }
 
-static double loadavg(void) {
-  double v = -1;
-  FILE *f = fopen("/proc/loadavg", "r");
-  if (f) {
-    if (fscanf(f, "%lf", &v) != 1)
-      v = -1;
-    fclose(f);
-  }
-  return v;
-}
-
 /* ------------------------------------------------------------- the file */
 
 static int file_exists(const char *path) {
@@ -633,7 +622,7 @@ static void measure_and_report(const config *cfg, sides *s, const question *qs,
       printf(" %s p50 %.0f us%s", side_name[k], res[k].p50,
              k + 1 < s->nsides ? "," : "");
     }
-    printf(" | load %.2f\n", loadavg());
+    printf(" | load %.2f\n", stats_loadavg());
     fflush(stdout);
   }
   printf("  %-8s %12s %12s %10s %12s %10s\n", "side", "p50 us", "p95 us",
@@ -1038,7 +1027,7 @@ int main(int argc, char **argv) {
          "+ 1-3 of the %d most frequent words), %u run(s), warm-up %zu, "
          "load %.2f\n",
          (unsigned long long)cfg.seed, cfg.vocab, cfg.queries, FREQUENT,
-         cfg.runs, cfg.warmup, loadavg());
+         cfg.runs, cfg.warmup, stats_loadavg());
   int all_pass = 1;
   for (size_t i = 0; i < cfg.nsizes; i++) {
     if (cfg.db)

@@ -153,19 +153,6 @@ static int64_t wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The 1-minute load average, to print beside timings taken on a machine
- * that may be shared; -1 when unknown. */
-static double loadavg(void) {
-  double v = -1;
-  FILE *f = fopen("/proc/loadavg", "r");
-  if (f) {
-    if (fscanf(f, "%lf", &v) != 1)
-      v = -1;
-    fclose(f);
-  }
-  return v;
-}
-
 static void remove_db(const char *path) {
   char p[4200];
   unlink(path);
@@ -776,7 +763,7 @@ static void one_run(const config *cfg, const char *schema_path,
          run + 1, res->ingest_engram, (unsigned long long)res->group_commits,
          res->ingest_raw, res->ingest_raw_mem, GROUP_ROWS, res->ingest_raw_txn,
          res->e_p50, res->r_p50, res->e_cpu, res->r_cpu, res->mismatches,
-         res->reordered, loadavg());
+         res->reordered, stats_loadavg());
   fflush(stdout);
 }
 
@@ -843,7 +830,7 @@ static void one_run_pg(const config *cfg, const dataset *d, char **queries,
          "%zu | load %.2f\n",
          run + 1, res->ingest_engram, (unsigned long long)res->group_commits,
          GROUP_ROWS, res->ingest_raw_txn, res->e_p50, res->r_p50, res->e_cpu,
-         res->r_cpu, res->mismatches, res->reordered, loadavg());
+         res->r_cpu, res->mismatches, res->reordered, stats_loadavg());
   fflush(stdout);
 }
 

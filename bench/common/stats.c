@@ -3,6 +3,7 @@
  */
 #include "stats.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -61,4 +62,15 @@ long stats_peak_rss_kb(void) {
   if (getrusage(RUSAGE_SELF, &ru) != 0)
     return -1;
   return ru.ru_maxrss; /* Linux: KiB */
+}
+
+double stats_loadavg(void) {
+  double v = -1;
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &v) != 1)
+      v = -1;
+    fclose(f);
+  }
+  return v;
 }

@@ -10,6 +10,9 @@
 
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t stats_now_ns(void);
+/* The 1-minute load average, to print beside timings taken on a machine
+ * that may be shared; -1 when unknown. */
+double stats_loadavg(void);
 
 /* CPU time of the whole process (every thread), in nanoseconds. */
 uint64_t stats_cpu_ns(void);
