@@ -39,6 +39,7 @@
 #include <libpq-fe.h>
 
 #include "engram_internal.h"
+#include "scale_corpus.h"
 #include "store/pg/pg_internal.h"
 #include "store_tu.h"
 #include "tu.h"
@@ -48,50 +49,12 @@
 #define LIMIT 40
 #define NO_CAP 10000000u
 #define ROWS 3000
-#define LONG_WORD                                                              \
-  "supercalifragilisticexpialidociouslyextraordinarilylongwordforprefixes"
 
 /* ------------------------------------------------------------- the data */
 
-typedef struct lcg {
-  unsigned long long s;
-} lcg;
-
-static unsigned rnd(lcg *g, unsigned n) {
-  g->s = g->s * 6364136223846793005ull + 1442695040888963407ull;
-  return (unsigned)((g->s >> 33) % n);
-}
-
-/* Memory i: frequent words (alpha, beta, gamma in about 40% of the rows
- * each), middling ones (mid0..mid29), rare ones (rare0..rare299), a
- * stemmed form now and then, a phrase joined by a non-ASCII dash, the
- * long word in a few rows, and u<i> so that every content differs. */
+/* tu_add_many's generator: arg non-NULL picks the other sequence. */
 static const char *make_memory(size_t i, void *arg) {
-  static char buf[512];
-  lcg g = {(unsigned long long)i * 7919u + (arg ? 17u : 3u)};
-  size_t len = (size_t)snprintf(buf, sizeof buf, "u%zu", i);
-  static const char *const frequent[] = {"alpha", "beta", "gamma"};
-  for (int k = 0; k < 3; k++)
-    if (rnd(&g, 100) < 40)
-      len += (size_t)snprintf(buf + len, sizeof buf - len, " %s", frequent[k]);
-  for (int k = 0; k < 2; k++)
-    if (rnd(&g, 100) < 45)
-      len +=
-          (size_t)snprintf(buf + len, sizeof buf - len, " mid%u", rnd(&g, 30));
-  if (rnd(&g, 100) < 60)
-    len +=
-        (size_t)snprintf(buf + len, sizeof buf - len, " rare%u", rnd(&g, 300));
-  if (rnd(&g, 100) < 10)
-    len += (size_t)snprintf(buf + len, sizeof buf - len, " alpha running");
-  if (rnd(&g, 100) < 3)
-    len += (size_t)snprintf(buf + len, sizeof buf - len,
-                            " caf\xc3\xa9\xe2\x80\x94rare%u", rnd(&g, 3));
-  if (rnd(&g, 100) < 2)
-    len += (size_t)snprintf(buf + len, sizeof buf - len, " " LONG_WORD "%u",
-                            rnd(&g, 3));
-  snprintf(buf + len, sizeof buf - len, " filler words here%s",
-           i % 5 == 0 ? " and some more filler at the end" : "");
-  return buf;
+  return scale_memory(i, arg != NULL, SCALE_DASH);
 }
 
 /* Memories with words in their metadata, some semantic: 48 of them. */
@@ -238,9 +201,9 @@ static hits unpruned(const query *q) {
   char mw[32], types[16];
   snprintf(mw, sizeof mw, "%.17g", q->meta_weight);
   snprintf(types, sizeof types, "%u", q->types);
-  static const char sql[] =
-      "WITH " PG_SCORE_CTES("0.6", "0.3", "$4::float8") " SELECT id::text, s"
-      " FROM score ORDER BY s DESC, id";
+  static const char sql[] = "WITH " PG_SCORE_CTES(
+      "0.6", "0.3", "$4::float8") " SELECT id::text, s"
+                                  " FROM score ORDER BY s DESC, id";
   char *words = words_of(q->text);
   const char *values[4] = {q->ns, words, types, mw};
   PGresult *res = exec(sql, 4, values);

@@ -31,6 +31,7 @@
 #include <sqlite3.h>
 
 #include "engram_internal.h"
+#include "scale_corpus.h"
 #include "search/hybrid.h"
 #include "store/sqlite/sqlite_internal.h"
 #include "store_tu.h"
@@ -40,48 +41,12 @@
 #define OTHER "other"
 #define LIMIT 40
 #define NO_CAP 10000000u
-#define LONG_WORD                                                              \
-  "supercalifragilisticexpialidociouslyextraordinarilylongwordforprefixes"
 
 /* ------------------------------------------------------------- the data */
 
-typedef struct lcg {
-  unsigned long long s;
-} lcg;
-
-static unsigned rnd(lcg *g, unsigned n) {
-  g->s = g->s * 6364136223846793005ull + 1442695040888963407ull;
-  return (unsigned)((g->s >> 33) % n);
-}
-
-/* Memory i: frequent words (alpha, beta, gamma in about 40% of the rows
- * each), middling ones (mid0..mid29, ~3% each), rare ones (rare0..rare299,
- * ~0.3% each), a stemmed form now and then, the long word in a few rows,
- * and u<i> so that every content differs. */
+/* tu_add_many's generator: arg non-NULL picks the other sequence. */
 static const char *make_memory(size_t i, void *arg) {
-  static char buf[512];
-  lcg g = {(unsigned long long)i * 7919u + (arg ? 17u : 3u)};
-  size_t len = (size_t)snprintf(buf, sizeof buf, "u%zu", i);
-  static const char *const frequent[] = {"alpha", "beta", "gamma"};
-  for (int k = 0; k < 3; k++)
-    if (rnd(&g, 100) < 40)
-      len += (size_t)snprintf(buf + len, sizeof buf - len, " %s%s", frequent[k],
-                              rnd(&g, 10) == 0 ? " " : "");
-  for (int k = 0; k < 2; k++)
-    if (rnd(&g, 100) < 45)
-      len +=
-          (size_t)snprintf(buf + len, sizeof buf - len, " mid%u", rnd(&g, 30));
-  if (rnd(&g, 100) < 60)
-    len +=
-        (size_t)snprintf(buf + len, sizeof buf - len, " rare%u", rnd(&g, 300));
-  if (rnd(&g, 100) < 10)
-    len += (size_t)snprintf(buf + len, sizeof buf - len, " alpha running");
-  if (rnd(&g, 100) < 2)
-    len += (size_t)snprintf(buf + len, sizeof buf - len, " " LONG_WORD "%u",
-                            rnd(&g, 3));
-  snprintf(buf + len, sizeof buf - len, " filler words here%s",
-           i % 5 == 0 ? " and some more filler at the end" : "");
-  return buf;
+  return scale_memory(i, arg != NULL, SCALE_SPACES);
 }
 
 /* ------------------------------------------------------ the two sides */

@@ -1,0 +1,45 @@
+/*
+ * scale_corpus.c — the pruning tests' generated memories (scale_corpus.h).
+ */
+#include "scale_corpus.h"
+
+#include <stdio.h>
+
+typedef struct lcg {
+  unsigned long long s;
+} lcg;
+
+static unsigned rnd(lcg *g, unsigned n) {
+  g->s = g->s * 6364136223846793005ull + 1442695040888963407ull;
+  return (unsigned)((g->s >> 33) % n);
+}
+
+const char *scale_memory(size_t i, int alt, unsigned flags) {
+  static char buf[512];
+  lcg g = {(unsigned long long)i * 7919u + (alt ? 17u : 3u)};
+  size_t len = (size_t)snprintf(buf, sizeof buf, "u%zu", i);
+  static const char *const frequent[] = {"alpha", "beta", "gamma"};
+  for (int k = 0; k < 3; k++)
+    if (rnd(&g, 100) < 40)
+      len += (size_t)snprintf(buf + len, sizeof buf - len, " %s%s", frequent[k],
+                              (flags & SCALE_SPACES) && rnd(&g, 10) == 0 ? " "
+                                                                         : "");
+  for (int k = 0; k < 2; k++)
+    if (rnd(&g, 100) < 45)
+      len +=
+          (size_t)snprintf(buf + len, sizeof buf - len, " mid%u", rnd(&g, 30));
+  if (rnd(&g, 100) < 60)
+    len +=
+        (size_t)snprintf(buf + len, sizeof buf - len, " rare%u", rnd(&g, 300));
+  if (rnd(&g, 100) < 10)
+    len += (size_t)snprintf(buf + len, sizeof buf - len, " alpha running");
+  if ((flags & SCALE_DASH) && rnd(&g, 100) < 3)
+    len += (size_t)snprintf(buf + len, sizeof buf - len,
+                            " caf\xc3\xa9\xe2\x80\x94rare%u", rnd(&g, 3));
+  if (rnd(&g, 100) < 2)
+    len += (size_t)snprintf(buf + len, sizeof buf - len, " " LONG_WORD "%u",
+                            rnd(&g, 3));
+  snprintf(buf + len, sizeof buf - len, " filler words here%s",
+           i % 5 == 0 ? " and some more filler at the end" : "");
+  return buf;
+}
