@@ -88,24 +88,8 @@ static store *captured;
 static char db[2048]; /* the conninfo of the test's schema */
 static PGconn *pg;    /* the reference's connection */
 
-static store *capture(store *inner, void *arg) {
-  (void)arg;
-  captured = inner;
-  return inner;
-}
-
 static engram *open_capturing(void) {
-  engram_options o;
-  engram_options_init(&o);
-  o.db = db;
-  engram *eg = NULL;
-  assert_int_equal(engram_init(&eg, NULL, &o), 0);
-  assert_int_equal(engram_wrap_store(eg, capture, NULL), 0);
-  stu_open st = {0};
-  assert_int_equal(engram_open(eg, stu_on_open, &st), 0);
-  tu_run_until(eg, &st.done);
-  assert_int_equal(st.status, 0);
-  return eg;
+  return scale_open_capturing(db, &captured);
 }
 
 typedef struct hit {

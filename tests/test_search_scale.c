@@ -54,24 +54,8 @@ static const char *make_memory(size_t i, void *arg) {
 static store *captured;
 static unsigned want_types; /* the candidates' type filter; 0: all */
 
-static store *capture(store *inner, void *arg) {
-  (void)arg;
-  captured = inner;
-  return inner;
-}
-
 static engram *open_capturing(const char *path) {
-  engram_options o;
-  engram_options_init(&o);
-  o.db = path;
-  engram *eg = NULL;
-  assert_int_equal(engram_init(&eg, NULL, &o), 0);
-  assert_int_equal(engram_wrap_store(eg, capture, NULL), 0);
-  stu_open st = {0};
-  assert_int_equal(engram_open(eg, stu_on_open, &st), 0);
-  tu_run_until(eg, &st.done);
-  assert_int_equal(st.status, 0);
-  return eg;
+  return scale_open_capturing(path, &captured);
 }
 
 typedef struct hit {

@@ -3,7 +3,14 @@
  */
 #include "scale_corpus.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
 #include <stdio.h>
+
+#include <cmocka.h>
+
+#include "store_tu.h"
+#include "tu.h"
 
 typedef struct lcg {
   unsigned long long s;
@@ -42,4 +49,24 @@ const char *scale_memory(size_t i, int alt, unsigned flags) {
   snprintf(buf + len, sizeof buf - len, " filler words here%s",
            i % 5 == 0 ? " and some more filler at the end" : "");
   return buf;
+}
+
+/* engram_wrap_store's wrapper: records the backend, wraps nothing. */
+static store *capture(store *inner, void *arg) {
+  *(store **)arg = inner;
+  return inner;
+}
+
+engram *scale_open_capturing(const char *db, store **captured) {
+  engram_options o;
+  engram_options_init(&o);
+  o.db = db;
+  engram *eg = NULL;
+  assert_int_equal(engram_init(&eg, NULL, &o), 0);
+  assert_int_equal(engram_wrap_store(eg, capture, captured), 0);
+  stu_open st = {0};
+  assert_int_equal(engram_open(eg, stu_on_open, &st), 0);
+  tu_run_until(eg, &st.done);
+  assert_int_equal(st.status, 0);
+  return eg;
 }

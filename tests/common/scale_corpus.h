@@ -1,12 +1,16 @@
 /*
- * scale_corpus.h — the generated namespaces of the pruning tests
- * (test_search_scale.c on SQLite, test_pg_candidates.c on PostgreSQL):
- * memory i's text, deterministic, with words of known frequencies.
+ * scale_corpus.h — what the pruning tests share (test_search_scale.c on
+ * SQLite, test_pg_candidates.c on PostgreSQL): the generated namespaces'
+ * memory i, deterministic, with words of known frequencies; and a handle
+ * whose backend store is captured, so that a test calls the store's
+ * candidates operation directly.
  */
 #ifndef ENGRAM_SCALE_CORPUS_H
 #define ENGRAM_SCALE_CORPUS_H
 
 #include <stddef.h>
+
+#include "engram_internal.h"
 
 /* A word long enough to be cut (matched as a prefix). */
 #define LONG_WORD                                                              \
@@ -25,5 +29,9 @@ enum {
  * flags add the variations above. The text lives in a static buffer until
  * the next call. */
 const char *scale_memory(size_t i, int alt, unsigned flags);
+
+/* A handle on db (a path or a conninfo), opened (the test fails if it
+ * cannot), its backend store in *captured. */
+engram *scale_open_capturing(const char *db, store **captured);
 
 #endif
