@@ -16,25 +16,35 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "engram_internal.h"
+#include "scale_corpus.h"
+#include "store/store.h"
 #include "store_tu.h"
 #include "tu.h"
 
 #define NS "hyb"
 
-/* Adds one memory with metadata (NULL: none); the id goes to out. */
-static void add_md(engram *eg, const char *ns, const char *content,
-                   const char *metadata, char out[ENGRAM_ID_LEN + 1]) {
+/* Adds one memory of a type; the id goes to out. */
+static void add_typed(engram *eg, const char *ns, engram_type type,
+                      const char *content, const char *metadata,
+                      char out[ENGRAM_ID_LEN + 1]) {
   char id[ENGRAM_ID_LEN + 1];
   engram_id_new(id);
   engram_op op = {.kind = ENGRAM_OP_ADD,
                   .ns = ns,
                   .id = id,
-                  .type = ENGRAM_EPISODIC,
+                  .type = type,
                   .content = content,
                   .metadata = metadata};
   assert_int_equal(stu_write_ops(eg, &op, 1), 0);
   if (out)
     memcpy(out, id, sizeof id);
+}
+
+/* Adds one conversation turn with metadata (NULL: none). */
+static void add_md(engram *eg, const char *ns, const char *content,
+                   const char *metadata, char out[ENGRAM_ID_LEN + 1]) {
+  add_typed(eg, ns, ENGRAM_EPISODIC, content, metadata, out);
 }
 
 static void add_imp(engram *eg, const char *content, double importance,
@@ -163,6 +173,95 @@ static void test_window_matches(void **state) {
   engram_query q = {
       .ns = NS, .text = "x", .strategy = ENGRAM_STRATEGY_HYBRID, .options = &o};
   assert_int_equal(engram_search(eg, &q, NULL, &s), ENGRAM_EINVAL);
+  tu_close(eg);
+}
+
+typedef struct cand_wait {
+  int done;
+  int status;
+  store_candidates *set;
+} cand_wait;
+
+static void on_candidates(store_candidates_req *req, int status,
+                          const char *message, store_candidates *set) {
+  cand_wait *w = req->data;
+  (void)message;
+  w->done = 1;
+  w->status = status;
+  w->set = set;
+}
+
+/* The store's candidates for text (limit 10) and the vector hits ids,
+ * window 1; the ids of the set, in its order, into out (n of them). */
+static size_t store_candidates_of(engram *eg, store *st, const char *text,
+                                  const char *const *ids, size_t nids,
+                                  char out[][ENGRAM_ID_LEN + 1], size_t cap) {
+  store_candidates_query q = {.ns = NS,
+                              .text = text,
+                              .text_len = strlen(text),
+                              .limit = 10,
+                              .window = 1,
+                              .window_matches = 100,
+                              .max_scored = 1000,
+                              .k1 = 0.6,
+                              .b = 0.3,
+                              .meta_weight = 1.0,
+                              .ids = ids,
+                              .nids = nids};
+  cand_wait w = {0};
+  store_candidates_req req = {.cb = on_candidates, .data = &w};
+  assert_int_equal(st->ops->candidates(st, &q, &req), 0);
+  tu_run_until(eg, &w.done);
+  assert_int_equal(w.status, 0);
+  assert_true(w.set->n <= cap);
+  for (size_t i = 0; i < w.set->n; i++)
+    memcpy(out[i], w.set->nodes[i]->id, ENGRAM_ID_LEN + 1);
+  size_t n = w.set->n;
+  store_candidates_free(w.set);
+  return n;
+}
+
+static int has_id(char ids[][ENGRAM_ID_LEN + 1], size_t n, const char *id) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(ids[i], id) == 0)
+      return 1;
+  return 0;
+}
+
+/* Only conversation turns (episodic) take neighbours, as matches and as
+ * vector hits: the ranking gives a fact none and takes none from it, so
+ * the store does not read them. Asked of the store directly, since the
+ * ranking leaves a scoreless neighbour out of the results either way. */
+static void test_facts_take_no_neighbours(void **state) {
+  (void)state;
+  store *st = NULL;
+  engram *eg = scale_open_capturing(tu_db_path("hybrid-facts"), &st);
+  static const struct {
+    engram_type type;
+    const char *content;
+  } mem[8] = {{ENGRAM_EPISODIC, "alpha one"},
+              {ENGRAM_SEMANTIC, "granite is hard"},
+              {ENGRAM_EPISODIC, "the volcano erupted"},
+              {ENGRAM_EPISODIC, "gamma three"},
+              {ENGRAM_SEMANTIC, "delta is a letter"},
+              {ENGRAM_SEMANTIC, "a volcano is a mountain"},
+              {ENGRAM_PROCEDURAL, "to climb, start early"},
+              {ENGRAM_EPISODIC, "zeta seven"}};
+  char id[8][ENGRAM_ID_LEN + 1];
+  for (int i = 0; i < 8; i++)
+    add_typed(eg, NS, mem[i].type, mem[i].content, NULL, id[i]);
+  char got[16][ENGRAM_ID_LEN + 1];
+  /* The turn (2) takes 1 and 3; the fact (5) comes alone. */
+  size_t n = store_candidates_of(eg, st, "volcano", NULL, 0, got, 16);
+  assert_int_equal(n, 4);
+  assert_true(has_id(got, n, id[1]) && has_id(got, n, id[2]) &&
+              has_id(got, n, id[3]) && has_id(got, n, id[5]));
+  /* Vector hits: the turn (0) takes 1; the procedure (6) comes alone. */
+  const char *hits[2] = {id[6], id[0]};
+  n = store_candidates_of(eg, st, "", hits, 2, got, 16);
+  assert_int_equal(n, 3);
+  assert_true(has_id(got, n, id[0]) && has_id(got, n, id[1]) &&
+              has_id(got, n, id[6]));
   tu_close(eg);
 }
 
@@ -633,6 +732,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_propagation),
       cmocka_unit_test(test_window_matches),
+      cmocka_unit_test(test_facts_take_no_neighbours),
       cmocka_unit_test(test_session_boundary_metadata),
       cmocka_unit_test(test_session_boundary_time),
       cmocka_unit_test(test_speaker_boost),

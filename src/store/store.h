@@ -104,9 +104,11 @@ typedef struct store_candidates_query {
   unsigned types;     /* bitmask of 1u << engram_type; 0: all. Applies to the
                          matches and to their neighbours alike */
   size_t limit;       /* lexical matches, best first: at most this many */
-  size_t window;      /* neighbours taken before and after each match */
-  size_t window_matches; /* ... of the best this many matches (by score);
-                            every vector hit takes them */
+  size_t window;      /* neighbours taken before and after each match
+                         that is a conversation turn (episodic; a memory
+                         of another type takes none) */
+  size_t window_matches; /* ... of the best this many such matches (by
+                            score); every such vector hit takes them */
   size_t max_scored;  /* matches scored at most (the newest, when the rarest
                          words match more); 0: no cap */
   double k1, b;       /* BM25 parameters */

@@ -11,12 +11,13 @@
  *      are the matches (ties: the older first);
  *   2. read_sql: the matches (by id, with their scores), the vector hits
  *      (store_candidates_query.ids), and for every vector hit and the best
- *      window_matches matches, through LATERAL subqueries on the (ns, id)
- *      index, the `window` memories of the wanted types before and after
- *      it (ids are UUIDv7: id order is creation order, a conversation's
- *      turns in order). A seed and its neighbours form a run of
- *      consecutive memories; a member of a run that has its predecessor in
- *      the run is adjacent to it. The runs are merged by id (a memory is
+ *      window_matches matches that are conversation turns (episodic: no
+ *      other type takes neighbours, see sqlite_candidates.c), through
+ *      LATERAL subqueries on the (ns, id) index, the `window` memories of
+ *      the wanted types before and after it (ids are UUIDv7: id order is
+ *      creation order, a conversation's turns in order). A seed and its
+ *      neighbours form a run of consecutive memories; a member of a run
+ *      that has its predecessor in the run is adjacent to it. The runs are merged by id (a memory is
  *      adjacent when it is in any run) and the rows read in id order.
  * Since every run is a stretch of the same order (one snapshot), a memory
  * whose predecessor is in some run comes right after that predecessor in
@@ -56,11 +57,12 @@
 
 /* $1 ns, $2 the vector hits' ids (uuid[]), $3 the types mask, $4 window,
  * $5 whether the rows carry their vectors, $6 the matches' ids (uuid[],
- * of the wanted types already), $7 their scores (float8[]), $8 whether
- * each takes neighbours (boolean[]). Rows: PG_NODE_COLUMNS, the score
- * (NULL: not a match), adjacent, vhit.
+ * of the wanted types already), $7 their scores (float8[]), $8
+ * window_matches. Rows: PG_NODE_COLUMNS, the score (NULL: not a match),
+ * adjacent, vhit.
  *   seed: the matches and the vector hits (tid, id, score s, vector hit v,
- *     whether it takes neighbours x);
+ *     whether it takes neighbours x: a conversation turn, e, that is a
+ *     vector hit or one of the best $8 such matches);
  *   run: each seed's run, the seed and the window memories of the wanted
  *     types before and after it when it takes them (a member is linked
  *     when its predecessor is in the run);
@@ -72,18 +74,19 @@
  * good as one made for the parameters. */
 static const char read_sql[] =
     "WITH vec AS MATERIALIZED ("
-    " SELECT m.ctid AS tid, m.id FROM memories m"
+    " SELECT m.ctid AS tid, m.id, m.type = 0 AS e FROM memories m"
     " WHERE m.id = ANY($2::uuid[]) AND m.ns = $1::text"
     " AND " CAND_FILTER("m") "),"
     "top AS MATERIALIZED ("
-    " SELECT m.ctid AS tid, m.id, t.s, t.x FROM memories m"
-    " JOIN unnest($6::uuid[], $7::float8[], $8::boolean[]) AS t(id, s, x)"
+    " SELECT m.ctid AS tid, m.id, t.s, m.type = 0 AS e FROM memories m"
+    " JOIN unnest($6::uuid[], $7::float8[]) AS t(id, s)"
     " ON t.id = m.id WHERE m.id = ANY($6::uuid[]) AND m.ns = $1::text),"
     "seed AS MATERIALIZED ("
     " SELECT top.tid, top.id, top.s, v.id IS NOT NULL AS v,"
-    "  top.x OR v.id IS NOT NULL AS x"
+    "  top.e AND (v.id IS NOT NULL OR row_number() OVER"
+    "   (PARTITION BY top.e ORDER BY top.s DESC, top.id) <= $8::bigint) AS x"
     " FROM top LEFT JOIN vec v ON v.id = top.id UNION ALL"
-    " SELECT vec.tid, vec.id, NULL, true, true FROM vec"
+    " SELECT vec.tid, vec.id, NULL, true, vec.e FROM vec"
     " WHERE vec.id NOT IN (SELECT id FROM top)),"
     "run AS MATERIALIZED ("
     " SELECT r.tid, r.id, r.s, r.v,"
@@ -103,6 +106,8 @@ static const char read_sql[] =
     " FROM memories m JOIN member mb ON mb.tid = m.ctid"
     " WHERE m.ctid = ANY(ARRAY(SELECT tid FROM member)) ORDER BY mb.id";
 
+_Static_assert(ENGRAM_EPISODIC == 0, "read_sql tests m.type = 0");
+
 static const pg_stmt read_stmt = {"eg_cand_read", read_sql, 8};
 
 /* As for search (pg_stream.c): JIT costs more than the query; a word with
@@ -116,7 +121,7 @@ static const char settings_sql[] =
 
 enum { P_TERMS, P_READ }; /* the exchange on the connection */
 enum { V_NS, V_WORDS, V_BUDGET, V_META, V_TYPES, V_LIMIT, V_IDS, V_WINDOW,
-       V_VECTORS, V_SEEDS, V_SCORES, V_EXPAND, NVALUES };
+       V_VECTORS, V_MATCHES_EXPANDED, V_SEEDS, V_SCORES, NVALUES };
 
 typedef struct cand_req {
   pg_store *st;
@@ -132,7 +137,6 @@ typedef struct cand_req {
   int phase;      /* P_* */
   unsigned read_cmd; /* read_sql's command number in its exchange */
   pg_rank_args rank;
-  size_t window_matches;
   char *values[NVALUES];
   pg_hit *hits;   /* the matches, best first */
   size_t nhits;
@@ -259,35 +263,30 @@ static void ex_result(pg_exchange *ex, unsigned cmd, PGresult *res) {
 
 /* ------------------------------------------------------- the exchanges */
 
-/* The matches as read_sql's $6 (ids), $7 (scores), $8 (neighbours taken:
- * the best window_matches). 0 or ENGRAM_ENOMEM. */
+/* The matches as read_sql's $6 (ids) and $7 (scores). 0 or
+ * ENGRAM_ENOMEM. */
 static int format_hits(cand_req *r) {
   size_t n = r->nhits;
   char *ids = malloc(n * (ENGRAM_ID_LEN + 1) + 3);
   char *scores = malloc(n * 26 + 3);
-  char *expand = malloc(n * 2 + 3);
-  if (!ids || !scores || !expand) {
+  if (!ids || !scores) {
     free(ids);
     free(scores);
-    free(expand);
     return ENGRAM_ENOMEM;
   }
-  size_t li = 0, ls = 0, le = 0;
-  ids[li++] = scores[ls++] = expand[le++] = '{';
+  size_t li = 0, ls = 0;
+  ids[li++] = scores[ls++] = '{';
   for (size_t i = 0; i < n; i++) {
-    if (i) {
-      ids[li++] = scores[ls++] = expand[le++] = ',';
-    }
+    if (i)
+      ids[li++] = scores[ls++] = ',';
     memcpy(ids + li, r->hits[i].id, ENGRAM_ID_LEN);
     li += ENGRAM_ID_LEN;
     ls += (size_t)snprintf(scores + ls, 26, "%.17g", r->hits[i].score);
-    expand[le++] = i < r->window_matches ? 't' : 'f';
   }
-  ids[li++] = scores[ls++] = expand[le++] = '}';
-  ids[li] = scores[ls] = expand[le] = '\0';
+  ids[li++] = scores[ls++] = '}';
+  ids[li] = scores[ls] = '\0';
   r->values[V_SEEDS] = ids;
   r->values[V_SCORES] = scores;
-  r->values[V_EXPAND] = expand;
   return 0;
 }
 
@@ -298,7 +297,7 @@ static void queue_read(cand_req *r, pg_conn *c, unsigned at) {
   const char *values[8] = {r->values[V_NS],      r->values[V_IDS],
                            r->values[V_TYPES],   r->values[V_WINDOW],
                            r->values[V_VECTORS], r->values[V_SEEDS],
-                           r->values[V_SCORES],  r->values[V_EXPAND]};
+                           r->values[V_SCORES],  r->values[V_MATCHES_EXPANDED]};
   pg_exchange_stmt(c, &read_stmt, values, NULL);
   pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
 }
@@ -473,6 +472,7 @@ int pg_candidates(store *base, const store_candidates_query *q,
   r->values[V_IDS] = format_ids(q->ids, q->ids ? q->nids : 0, &nids);
   r->values[V_WINDOW] = format_size(q->window);
   r->values[V_VECTORS] = strdup(q->vectors ? "true" : "false");
+  r->values[V_MATCHES_EXPANDED] = format_size(q->window_matches);
   for (int i = 0; i < V_SEEDS; i++)
     if (!r->values[i]) {
       cand_free(r);
@@ -483,7 +483,6 @@ int pg_candidates(store *base, const store_candidates_query *q,
                            .meta_weight = q->meta_weight,
                            .types = q->types,
                            .limit = q->limit};
-  r->window_matches = q->window_matches;
   r->lexical = words > 0 && q->limit > 0;
   if (!r->lexical && format_hits(r) != 0) { /* no match: empty arrays */
     cand_free(r);

@@ -12,10 +12,11 @@
  *      owned nodes: reading a row costs about 3 us at 100,000 memories,
  *      so each is read once;
  *   2. the `window` ids before and after each of the best
- *      `window_matches` matches (and of every vector hit) in the
- *      namespace, through the (ns, id) index (ids are UUIDv7, so id order
- *      is creation order, which for a conversation is the order of its
- *      turns); matches are visited in id order so that a cluster of them
+ *      `window_matches` matches (and of every vector hit) that are
+ *      conversation turns (episodic: no other type takes neighbours) in
+ *      the namespace, through the (ns, id) index (ids are UUIDv7, so id
+ *      order is creation order, which for a conversation is the order of
+ *      its turns); matches are visited in id order so that a cluster of them
  *      costs one query per side, not one per match. A neighbour's prior
  *      is a share of its match's score, so those of weak matches seldom
  *      reach the top, and the cap bounds this step;
@@ -94,6 +95,8 @@ typedef struct cand_entry {
   unsigned char vhit;     /* one of the query's ids (a vector hit) */
   unsigned char has_prev; /* the memory before it in the namespace is in
                              the same run */
+  unsigned char episodic; /* a match or vector hit that is a conversation
+                             turn: only those take neighbours */
   engram_node *node;      /* its row, once read (owned) */
 } cand_entry;
 
@@ -147,6 +150,7 @@ static int push_entry(cand_req *r, const char *id, sqlite3_int64 rowid,
   e->hit = (unsigned char)hit;
   e->vhit = 0;
   e->has_prev = (unsigned char)has_prev;
+  e->episodic = 0;
   e->node = NULL;
   return 0;
 }
@@ -343,7 +347,7 @@ static int row_length(cand_req *r, sqlite3_int64 rowid, double *dl) {
 /* A matching row's id, and whether it is of the namespace and of a
  * wanted type (*keep). */
 static int find_row(cand_req *r, sqlite3_stmt *row, sqlite3_int64 rowid,
-                    char id[ENGRAM_ID_LEN + 1], int *keep) {
+                    char id[ENGRAM_ID_LEN + 1], int *type_out, int *keep) {
   sqlite3_bind_int64(row, 1, rowid);
   sqlite3_bind_text(row, 2, r->ns, -1, SQLITE_STATIC);
   int rc = sqlite3_step(row);
@@ -353,8 +357,10 @@ static int find_row(cand_req *r, sqlite3_stmt *row, sqlite3_int64 rowid,
     sqlite3_int64 type = sqlite3_column_int64(row, 1);
     *keep = text && type >= 0 && type < 32 &&
             (r->types == 0 || (r->types & (1u << type)));
-    if (*keep)
+    if (*keep) {
       memcpy(id, text, ENGRAM_ID_LEN + 1);
+      *type_out = (int)type;
+    }
     rc = SQLITE_DONE;
   }
   sqlite3_reset(row);
@@ -378,6 +384,7 @@ typedef struct best_hit {
   double score;
   sqlite3_int64 rowid;
   char id[ENGRAM_ID_LEN + 1];
+  int type; /* read with the id (a type filter), else -1 */
 } best_hit;
 
 /* a ranks before b: the higher score, and between equal scores the older
@@ -414,10 +421,12 @@ static int read_nodes(cand_req *r);
  * another may have come since) or that does not decode is left out. */
 static int keep_hits(cand_req *r, const best_hit *heap, size_t held) {
   size_t first = r->n;
-  for (size_t i = 0; i < held; i++)
+  for (size_t i = 0; i < held; i++) {
     if (push_entry(r, r->types ? heap[i].id : "", heap[i].rowid, heap[i].score,
                    1, 0) != 0)
       return r->status = ENGRAM_ENOMEM;
+    r->entries[r->n - 1].episodic = heap[i].type == ENGRAM_EPISODIC;
+  }
   if (r->types != 0 || read_nodes(r) != 0)
     return r->status;
   size_t out = first;
@@ -428,6 +437,7 @@ static int keep_hits(cand_req *r, const best_hit *heap, size_t held) {
       continue;
     }
     snprintf(e->id, sizeof e->id, "%s", e->node->id);
+    e->episodic = e->node->type == ENGRAM_EPISODIC;
     r->entries[out++] = *e;
   }
   r->n = out;
@@ -494,7 +504,7 @@ static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
     for (size_t p = 0; p < m; p++)
       if (tf[p] > 0)
         score += sk->idf[p] * tf[p] * (k1 + 1.0) / (tf[p] + norm);
-    best_hit h = {score, rowid, {0}};
+    best_hit h = {score, rowid, {0}, -1};
     if ((held == r->limit && !better(&h, &heap[0])) ||
         held_already(heap, held, rowid))
       continue;
@@ -503,7 +513,7 @@ static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
      * the rows kept only. */
     if (r->types != 0) {
       int keep = 0;
-      if (find_row(r, row, rowid, h.id, &keep) != 0)
+      if (find_row(r, row, rowid, h.id, &h.type, &keep) != 0)
         break;
       if (!keep)
         continue;
@@ -634,26 +644,35 @@ static long fetch_side(cand_req *r, int after, const char *from, size_t max,
   return got;
 }
 
+/* Conversation turns first (nothing else takes neighbours), vector hits
+ * before matches, matches best first. */
 static int by_expansion(const void *a, const void *b) {
   const cand_entry *x = a, *y = b;
+  if (x->episodic != y->episodic)
+    return x->episodic ? -1 : 1;
   if (x->vhit != y->vhit)
     return x->vhit ? -1 : 1;
   return (x->score < y->score) - (x->score > y->score);
 }
 
 /* The matches whose neighbours are taken, moved to the front: every
- * vector hit and the best window_matches lexical ones. Returns how many.
- * A neighbour's prior is a share of its match's score (hybrid_rank.c), so
+ * vector hit and the best window_matches lexical matches that are
+ * conversation turns (episodic). Returns how many. hybrid_rank.c gives a
+ * memory of another type no neighbour score and takes none from it (a
+ * fact written a minute after another is not its context), so their
+ * neighbours would be read for nothing: at 100,000 facts that was a fifth
+ * of a search. A neighbour's prior is a share of its match's score, so
  * those of the weaker matches seldom reach the top; the cap bounds the
  * step's work. */
 static size_t to_expand(cand_req *r) {
   if (r->n == 0)
     return 0;
   qsort(r->entries, r->n, sizeof *r->entries, by_expansion);
-  size_t vhits = 0;
-  while (vhits < r->n && r->entries[vhits].vhit)
+  size_t vhits = 0, lexical = 0;
+  while (vhits < r->n && r->entries[vhits].episodic && r->entries[vhits].vhit)
     vhits++;
-  size_t lexical = r->n - vhits;
+  while (vhits + lexical < r->n && r->entries[vhits + lexical].episodic)
+    lexical++;
   return vhits + (lexical < r->window_matches ? lexical : r->window_matches);
 }
 
@@ -724,6 +743,7 @@ static void merge_entries(cand_req *r) {
     if (strcmp(e->id, last->id) == 0) {
       last->hit |= e->hit;
       last->vhit |= e->vhit;
+      last->episodic |= e->episodic;
       last->has_prev |= e->has_prev;
       if (e->score > last->score)
         last->score = e->score;
@@ -876,6 +896,8 @@ static int add_vector_hits(cand_req *r) {
       return r->status;
     }
     r->entries[r->n - 1].vhit = 1;
+    r->entries[r->n - 1].episodic =
+        sqlite3_column_int64(stmt, 2) == ENGRAM_EPISODIC;
   }
   sqlite3_reset(stmt);
   return rc == SQLITE_DONE ? 0 : fail(r, rc, "reading the vector hits");

@@ -84,7 +84,7 @@ static const char *const reader_sql[RS_COUNT] = {
     [RS_DOCSIZE] = "SELECT sz FROM memories_fts_docsize WHERE id = ?1",
     [RS_CAND_ROW] = "SELECT id, type FROM memories WHERE rowid = ?1"
                     " AND ns = ?2",
-    [RS_CAND_IDS] = "SELECT m.rowid, m.id FROM memories m"
+    [RS_CAND_IDS] = "SELECT m.rowid, m.id, m.type FROM memories m"
                     " WHERE m.id IN (SELECT value FROM json_each(?1))"
                     " AND m.ns = ?2 AND (?3 = 0 OR ((1 << m.type) & ?3) <> 0)",
     /* The vector index's catch-up (sqlite_vectors.c); the page walks the
