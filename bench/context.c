@@ -438,7 +438,7 @@ int main(int argc, char **argv) {
   if (!cp)
     return 1;
   uint64_t t = stats_now_ns();
-  if (benchdb_fill(eg, NS, cp, opt.n, 1000) != 0)
+  if (benchdb_fill(eg, NS, ENGRAM_EPISODIC, cp, opt.n, 1000) != 0)
     return 1;
   double fill_s = (double)(stats_now_ns() - t) / 1e9;
 

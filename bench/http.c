@@ -653,7 +653,7 @@ int main(int argc, char **argv) {
   if (!cp)
     return 1;
   uint64_t t = stats_now_ns();
-  if (benchdb_fill(eg, NS, cp, opt.n, 1000) != 0 || load_ids() != 0) {
+  if (benchdb_fill(eg, NS, ENGRAM_EPISODIC, cp, opt.n, 1000) != 0 || load_ids() != 0) {
     fprintf(stderr, "http: filling the store failed\n");
     return 1;
   }

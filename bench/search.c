@@ -6,10 +6,14 @@
  * For each size N (--sizes, default 100,000 and 1,000,000): one namespace
  * of N corpus sentences (bench/common/corpus.c: a Zipf vocabulary, so a
  * few words are in thousands of rows), written through engram_write in
- * batches (benchdb_fill). The file is kept in --db-dir, named after the
- * seed, the vocabulary and N, and reused by the next run that asks for the
- * same (it is written under another name and renamed once complete, so a
- * file that is there is whole); the output says which.
+ * batches (benchdb_fill), as memories of one type (--type, default
+ * semantic: the sentences are facts, not the turns of a conversation;
+ * episodic memories take neighbours, see docs/api-search.md). The file is
+ * kept in --db-dir, named after the seed, the vocabulary, N, the type and
+ * the embedder engram writes vectors with, and reused by the next run
+ * that asks for the same (it is written under another name and renamed
+ * once complete, so a file that is there is whole); the output says
+ * which.
  *
  * Questions with a planted answer: a random memory of the file (seeded),
  * and a question made of 2-4 of its words (stop words aside) and 1-3 of
@@ -90,8 +94,11 @@ typedef struct config {
   unsigned runs;
   int quick;
   int exact;
-  const char *only; /* one side alone (profiling); NULL: all */
-  const char *db;   /* a PostgreSQL conninfo (--db): that backend */
+  const char *only;      /* one side alone (profiling); NULL: all */
+  const char *db;        /* a PostgreSQL conninfo (--db): that backend */
+  const char *type_name; /* --type: the memories' type */
+  engram_type type;
+  char space[64]; /* the default embedder's name and dimension */
 } config;
 
 enum { S_NAIVE, S_HYBRID, S_LEXICAL, S_EXACT, S_COUNT };
@@ -132,6 +139,22 @@ static void remove_db(const char *path) {
   unlink(p);
 }
 
+/* "<name>-<dim>" of the embedder a handle with default options has: part
+ * of a kept file's name, so that a file written without vectors, or with
+ * another embedder's, is not reused as if it were what engram writes. */
+static void default_space(char *out, size_t cap) {
+  engram_options opts;
+  engram_options_init(&opts);
+  opts.db = "unused.db"; /* the handle is never opened */
+  engram *eg;
+  if (engram_init(&eg, NULL, &opts) != 0)
+    die("engram_init failed");
+  uint32_t dim = 0;
+  const char *name = engram_embedder_name(eg, &dim);
+  snprintf(out, cap, "%s-%u", name ? name : "none", (unsigned)dim);
+  engram_free(eg);
+}
+
 static engram *open_engram(const char *path) {
   engram_options opts;
   engram_options_init(&opts);
@@ -149,13 +172,16 @@ static void close_engram(engram *eg) {
   engram_free(eg);
 }
 
-/* The file for (seed, vocab, n), written when missing: into a scratch
- * name, renamed once engram closed it (the WAL checkpointed). */
+/* The file for (seed, vocab, n, type, embedder), written when missing: into a
+ * scratch name, renamed once engram closed it (the WAL checkpointed). */
 static void ensure_file(const config *cfg, size_t n, char *path, size_t cap) {
-  snprintf(path, cap, "%s/search-s%llu-v%zu-n%zu.db", cfg->dir,
-           (unsigned long long)cfg->seed, cfg->vocab, n);
+  snprintf(path, cap, "%s/search-s%llu-v%zu-n%zu-%s-%s.db", cfg->dir,
+           (unsigned long long)cfg->seed, cfg->vocab, n, cfg->type_name,
+           cfg->space);
   if (file_exists(path)) {
-    printf("  file %s: reused (same seed, vocabulary and size)\n", path);
+    printf("  file %s: reused (same seed, vocabulary, size, type and "
+           "embedder)\n",
+           path);
     return;
   }
   char scratch[4200];
@@ -166,7 +192,7 @@ static void ensure_file(const config *cfg, size_t n, char *path, size_t cap) {
     die("out of memory for the corpus");
   engram *eg = open_engram(scratch);
   uint64_t t0 = stats_now_ns();
-  if (benchdb_fill(eg, NS, c, n, 1000) != 0)
+  if (benchdb_fill(eg, NS, cfg->type, c, n, 1000) != 0)
     die("filling %s failed", scratch);
   double secs = (double)(stats_now_ns() - t0) / 1e9;
   close_engram(eg);
@@ -781,8 +807,8 @@ static void schema_conninfo(const char *db, const char *schema, char *out,
  * conn. */
 static void ensure_schema(const config *cfg, size_t n, char *conn, size_t cap) {
   char name[96], scratch[112];
-  snprintf(name, sizeof name, "search_s%llu_v%zu_n%zu",
-           (unsigned long long)cfg->seed, cfg->vocab, n);
+  snprintf(name, sizeof name, "search_s%llu_v%zu_n%zu_%s",
+           (unsigned long long)cfg->seed, cfg->vocab, n, cfg->type_name);
   snprintf(scratch, sizeof scratch, "%s_partial", name);
   PGconn *admin = pgraw_connect(cfg->db);
   const char *values[1] = {name};
@@ -804,7 +830,7 @@ static void ensure_schema(const config *cfg, size_t n, char *conn, size_t cap) {
     die("out of memory for the corpus");
   engram *eg = open_engram(scratch_conn);
   uint64_t t0 = stats_now_ns();
-  if (benchdb_fill(eg, NS, c, n, 1000) != 0)
+  if (benchdb_fill(eg, NS, cfg->type, c, n, 1000) != 0)
     die("filling schema %s failed", scratch);
   double secs = (double)(stats_now_ns() - t0) / 1e9;
   close_engram(eg);
@@ -956,12 +982,16 @@ static void usage(FILE *f) {
           "  --exact          also hybrid with no cap (max_scored at its "
           "maximum)\n"
           "  --quick          a smoke run: 20000 memories, 40 questions\n"
+          "  --type NAME      the memories' type: semantic (facts, the "
+          "default), episodic\n"
+          "                   (conversation turns: they take neighbours), "
+          "procedural, working\n"
           "  --only SIDE      time one side alone (naive, hybrid, lexical, "
           "exact), to profile it\n"
           "  --db URL         on the PostgreSQL backend at URL (a libpq "
           "conninfo):\n"
-          "                   schemas search_s<seed>_v<vocab>_n<N> kept "
-          "there, the naive\n"
+          "                   schemas search_s<seed>_v<vocab>_n<N>_<type> "
+          "kept there, the naive\n"
           "                   side ts_rank over every match, lexical only "
           "with --exact\n",
           MAX_RUNS, CORPUS_DEFAULT_VOCAB);
@@ -974,7 +1004,8 @@ int main(int argc, char **argv) {
                 .warmup = 20,
                 .seed = 42,
                 .vocab = CORPUS_DEFAULT_VOCAB,
-                .runs = 1};
+                .runs = 1,
+                .type_name = "semantic"};
   const bench_arg opts[] = {
       {"--sizes", ARG_LEVELS, cfg.sizes, &cfg.nsizes, MAX_SIZES},
       {"--queries", ARG_SIZE, &cfg.queries, NULL, 0},
@@ -989,6 +1020,7 @@ int main(int argc, char **argv) {
       {"--quick", ARG_FLAG, &cfg.quick, NULL, 0},
       {"--only", ARG_STR, &cfg.only, NULL, 0},
       {"--db", ARG_STR, &cfg.db, NULL, 0},
+      {"--type", ARG_STR, &cfg.type_name, NULL, 0},
       {NULL, 0, NULL, NULL, 0},
   };
   if (bench_parse_args(argc, argv, "bench_search", opts, usage) != 0)
@@ -1005,6 +1037,10 @@ int main(int argc, char **argv) {
   if (cfg.weights &&
       engram_search_options_set(&check, cfg.weights, err, sizeof err) != 0)
     die("--weights: %s", err);
+  if (engram_type_parse(cfg.type_name, &cfg.type) != 0)
+    die("--type must be episodic, semantic, procedural or working, not '%s'",
+        cfg.type_name);
+  default_space(cfg.space, sizeof cfg.space);
   if (cfg.runs < 1 || cfg.runs > MAX_RUNS || cfg.queries < 1 || cfg.vocab < 200)
     die("--runs must be 1..%d, --queries at least 1, --vocab at least 200",
         MAX_RUNS);
@@ -1023,11 +1059,11 @@ int main(int argc, char **argv) {
   else
     printf("# bench_search: hybrid search beside the naive FTS5 query "
            "(bm25() over every matching row)\n");
-  printf("seed %llu, vocabulary %zu, %zu questions (2-4 words of a memory "
-         "+ 1-3 of the %d most frequent words), %u run(s), warm-up %zu, "
-         "load %.2f\n",
-         (unsigned long long)cfg.seed, cfg.vocab, cfg.queries, FREQUENT,
-         cfg.runs, cfg.warmup, stats_loadavg());
+  printf("seed %llu, vocabulary %zu, %s memories, %zu questions (2-4 words "
+         "of a memory + 1-3 of the %d most frequent words), %u run(s), "
+         "warm-up %zu, load %.2f\n",
+         (unsigned long long)cfg.seed, cfg.vocab, cfg.type_name, cfg.queries,
+         FREQUENT, cfg.runs, cfg.warmup, stats_loadavg());
   int all_pass = 1;
   for (size_t i = 0; i < cfg.nsizes; i++) {
     if (cfg.db)

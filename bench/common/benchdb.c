@@ -80,6 +80,7 @@ typedef struct fill_batch {
 struct fill {
   engram *eg;
   const char *ns;
+  engram_type type;
   corpus *c;
   size_t n, batch;
   size_t queued, written;
@@ -119,7 +120,7 @@ static void start_batch(fill_batch *fb) {
     memset(&fb->ops[i], 0, sizeof fb->ops[i]);
     fb->ops[i].kind = ENGRAM_OP_ADD;
     fb->ops[i].ns = f->ns;
-    fb->ops[i].type = ENGRAM_EPISODIC;
+    fb->ops[i].type = f->type;
     fb->ops[i].content = t;
     fb->ops[i].content_len = len;
   }
@@ -134,12 +135,13 @@ static void start_batch(fill_batch *fb) {
   f->inflight++;
 }
 
-int benchdb_fill(engram *eg, const char *ns, corpus *c, size_t n,
-                 size_t batch) {
+int benchdb_fill(engram *eg, const char *ns, engram_type type, corpus *c,
+                 size_t n, size_t batch) {
   fill f;
   memset(&f, 0, sizeof f);
   f.eg = eg;
   f.ns = ns;
+  f.type = type;
   f.c = c;
   f.n = n;
   f.batch = batch ? batch : 1000;

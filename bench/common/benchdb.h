@@ -23,10 +23,11 @@ void benchdb_rmdir(const char *path);
 /* Opens eg (engram_open) and runs its loop until the open completed.
  * 0 or the open's error, printed to stderr. */
 int benchdb_open(engram *eg);
-/* Adds n corpus sentences to ns as episodic memories, batch ops per write
- * and up to 4 writes in flight (so group commit has something to group).
- * 0 or the first error, printed to stderr. */
-int benchdb_fill(engram *eg, const char *ns, corpus *c, size_t n, size_t batch);
+/* Adds n corpus sentences to ns as memories of type `type`, batch ops per
+ * write and up to 4 writes in flight (so group commit has something to
+ * group). 0 or the first error, printed to stderr. */
+int benchdb_fill(engram *eg, const char *ns, engram_type type, corpus *c,
+                 size_t n, size_t batch);
 /* Closes eg and runs its loop until the close completed (eg is not freed). */
 void benchdb_close(engram *eg);
 
