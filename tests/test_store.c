@@ -34,7 +34,7 @@
 #include "store_tu.h"
 /* The schema versions this engram writes (sqlite_internal.h, pg_internal.h
  * hold them; restated so the test sees when they move). */
-#define SQLITE_SCHEMA_VERSION_NOW 4
+#define SQLITE_SCHEMA_VERSION_NOW 3
 #define PG_SCHEMA_VERSION_NOW 2
 #include "testloop.h"
 #include "tu.h"
@@ -1016,95 +1016,6 @@ static void test_newer_schema_version_refused(void **state) {
   tu_close(eg);
 }
 
-/* Runs sql on the SQLite file at path, behind engram's back. */
-static void sqlite_exec_file(const char *path, const char *sql) {
-  sqlite3 *db;
-  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-  char *err = NULL;
-  int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-  if (rc != SQLITE_OK)
-    fail_msg("%s: %s", sql, err ? err : sqlite3_errstr(rc));
-  sqlite3_close(db);
-}
-
-/* The first column of the first row of sql on the file at path. */
-static long long sqlite_int_of(const char *path, const char *sql) {
-  sqlite3 *db;
-  sqlite3_stmt *q;
-  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-  long long v = sqlite3_column_int64(q, 0);
-  sqlite3_finalize(q);
-  sqlite3_close(db);
-  return v;
-}
-
-/* A version 3 file (vectors inside the memories' rows) is brought to
- * version 4 (vectors in memory_vectors) on open with every vector as it
- * was: read back, found by a vector search, removed with its memory. The
- * v3 file is made from a v4 one by moving the vectors back into the rows. */
-static void test_v3_vectors_migrate(void **state) {
-  (void)state;
-  tu_skip_unless_sqlite("schema v4 moved SQLite's vectors out of the rows; "
-                        "PostgreSQL keeps them in its rows");
-  char path[1024];
-  snprintf(path, sizeof path, "%s", tu_db_path("v3"));
-  engram *eg = tu_open(path, NULL); /* the default embedder: vectors */
-  const char *texts[3] = {"the lighthouse keeper counts ships",
-                          "a recipe for plum jam with cinnamon",
-                          "the train to Lyon leaves at noon"};
-  char id[3][ENGRAM_ID_LEN + 1];
-  engram_node *before[3];
-  for (int i = 0; i < 3; i++) {
-    add_ok(eg, NS, texts[i], ENGRAM_SEMANTIC, id[i]);
-    assert_int_equal(stu_get_node(eg, NS, id[i], &before[i]), 0);
-    assert_int_equal(before[i]->embedding_dim, 384);
-  }
-  tu_close(eg);
-  sqlite_exec_file(path,
-                   "BEGIN;"
-                   "ALTER TABLE memories ADD COLUMN embedding BLOB;"
-                   "UPDATE memories SET embedding = (SELECT v.embedding"
-                   "  FROM memory_vectors v WHERE v.rowid = memories.rowid);"
-                   "DROP TRIGGER memory_vectors_delete;"
-                   "DROP TABLE memory_vectors;"
-                   "PRAGMA user_version = 3;"
-                   "COMMIT;");
-  assert_int_equal(
-      sqlite_int_of(path, "SELECT count(embedding) FROM memories"), 3);
-
-  eg = tu_open(path, NULL);
-  for (int i = 0; i < 3; i++) {
-    engram_node *n = NULL;
-    assert_int_equal(stu_get_node(eg, NS, id[i], &n), 0);
-    assert_int_equal(n->embedding_dim, 384);
-    assert_string_equal(n->embedder, "hashed-v1");
-    assert_memory_equal(n->embedding, before[i]->embedding,
-                        384 * sizeof(float));
-    engram_node_free(n);
-    engram_node_free(before[i]);
-  }
-  engram_query q = {.ns = NS,
-                    .text = "plum jam with cinnamon",
-                    .strategy = ENGRAM_STRATEGY_VECTOR};
-  stu_coll c;
-  assert_int_equal(stu_search(eg, &q, 10, &c), 0);
-  assert_true(c.n >= 1);
-  assert_string_equal(c.nodes[0]->id, id[1]);
-  stu_coll_free(&c);
-  assert_int_equal(stu_delete(eg, NS, id[2]), 0);
-  tu_close(eg);
-  assert_int_equal(sqlite_int_of(path, "PRAGMA user_version"),
-                   SQLITE_SCHEMA_VERSION_NOW);
-  assert_int_equal(sqlite_int_of(path, "SELECT count(*) FROM memory_vectors"),
-                   2);
-  assert_int_equal(sqlite_int_of(path, "SELECT count(*) FROM"
-                                       " pragma_table_info('memories')"
-                                       " WHERE name = 'embedding'"),
-                   0);
-}
-
 static void test_not_a_database(void **state) {
   (void)state;
   tu_skip_unless_sqlite("a file that is not a database is SQLite's case "
@@ -1776,7 +1687,6 @@ int main(void) {
       cmocka_unit_test(test_traverse),
       cmocka_unit_test(test_traverse_wide),
       cmocka_unit_test(test_newer_schema_version_refused),
-      cmocka_unit_test(test_v3_vectors_migrate),
       cmocka_unit_test(test_not_a_database),
       cmocka_unit_test(test_foreign_database),
       cmocka_unit_test(test_unopenable_path),

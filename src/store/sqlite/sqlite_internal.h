@@ -24,7 +24,7 @@
 
 #include "store/store.h"
 
-#define SQ_SCHEMA_VERSION 4 /* the newest schema this code knows */
+#define SQ_SCHEMA_VERSION 3 /* the newest schema this code knows */
 #define SQ_DEFAULT_PATH "./data/engram.db"
 #define SQ_BUSY_TIMEOUT_MS 5000
 #define SQ_MSG_LEN 256
@@ -38,12 +38,8 @@
  * decodes them starting at a given column index). */
 #define SQ_NODE_COLUMNS                                                        \
   "m.id, m.ns, m.type, m.content, m.content_hash, m.created_ms, "              \
-  "m.updated_ms, m.accessed_ms, m.importance, m.metadata, " SQ_VECTOR_OF("m")  \
-  ", m.embedding_dim, m.embedder"
-/* A memory's vector (schema v4 keeps them in a table of their own, keyed
- * by the memory's rowid: see sqlite_schema.c), NULL when it has none. */
-#define SQ_VECTOR_OF(row)                                                      \
-  "(SELECT v.embedding FROM memory_vectors v WHERE v.rowid = " row ".rowid)"
+  "m.updated_ms, m.accessed_ms, m.importance, m.metadata, m.embedding, "       \
+  "m.embedding_dim, m.embedder"
 #define SQ_NODE_NCOLUMNS 13
 
 /* Statements a reader connection prepares once and keeps (sqlite_pool.c). */
@@ -107,8 +103,6 @@ typedef enum writer_stmt_kind {
   WS_GET_SPACE,
   WS_SET_SPACE,
   WS_SET_VECTOR,
-  WS_PUT_VECTOR,
-  WS_DROP_VECTOR,
   WS_COUNT
 } writer_stmt_kind;
 

@@ -71,8 +71,7 @@ static const char *const reader_sql[RS_COUNT] = {
     [RS_CAND_NODES] =
         "SELECT m.rowid, m.id, m.ns, m.type, m.content, m.content_hash,"
         " m.created_ms, m.updated_ms, m.accessed_ms, m.importance, m.metadata,"
-        " CASE WHEN ?2 THEN " SQ_VECTOR_OF("m") " END, m.embedding_dim,"
-        " m.embedder"
+        " CASE WHEN ?2 THEN m.embedding END, m.embedding_dim, m.embedder"
         " FROM memories m WHERE m.rowid IN (SELECT value FROM json_each(?1))",
     /* the vocabulary table sqlite_terms_open makes on the connection */
     [RS_TERM_DF] = "SELECT doc FROM temp.engram_vocab WHERE term = ?1",
@@ -91,10 +90,10 @@ static const char *const reader_sql[RS_COUNT] = {
     /* The vector index's catch-up (sqlite_vectors.c); the page walks the
      * index memories_ns_vseq(ns, vseq, id) from a row value. */
     [RS_VEC_SEQ] = "SELECT seq FROM ns_seq WHERE ns = ?1",
-    [RS_VEC_PAGE] = "SELECT m.id, m.vseq, m.type, m.embedder,"
-                    " m.embedding_dim, " SQ_VECTOR_OF("m") " FROM memories m"
-                    " WHERE m.ns = ?1 AND (m.vseq, m.id) > (?2, ?3)"
-                    " ORDER BY m.vseq, m.id LIMIT ?4",
+    [RS_VEC_PAGE] = "SELECT id, vseq, type, embedder, embedding_dim,"
+                    " embedding FROM memories"
+                    " WHERE ns = ?1 AND (vseq, id) > (?2, ?3)"
+                    " ORDER BY vseq, id LIMIT ?4",
     [RS_VEC_REMOVED] = "SELECT id FROM removed WHERE ns = ?1 AND seq > ?2",
 };
 

@@ -32,16 +32,6 @@
  * sequence a cache catches up with: ns_seq per namespace, memories.vseq
  * and the removed ids (store.h). Memories of older files keep vseq 0 and
  * no embedder until `engram reembed` gives them a vector.
- *
- * Schema v4 moves the vectors out of the memories' rows into
- * memory_vectors, keyed by the memory's rowid (a trigger removes a
- * memory's vector with it; its dimension and embedder stay in the row).
- * Every search reads memory rows by rowid, most of them without their
- * vector: with a 384-float vector inline a row took 1.6 KB, two or three
- * to a page, so those reads touched four times the pages (and a million
- * memories made a 2.6 GB file, most of it past what a reader maps). The
- * migration copies the vectors and drops the column, which rewrites the
- * table once.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -160,15 +150,6 @@ static const char *const migrations[SQ_SCHEMA_VERSION] = {
     "CREATE INDEX removed_ns_seq ON removed(ns, seq);"
     "CREATE TABLE engram_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
     "  WITHOUT ROWID;",
-    /* 3 -> 4: the vectors leave the memories' rows. */
-    "CREATE TABLE memory_vectors(rowid INTEGER PRIMARY KEY,"
-    "  embedding BLOB NOT NULL);"
-    "INSERT INTO memory_vectors(rowid, embedding)"
-    "  SELECT rowid, embedding FROM memories WHERE embedding IS NOT NULL;"
-    "ALTER TABLE memories DROP COLUMN embedding;"
-    "CREATE TRIGGER memory_vectors_delete AFTER DELETE ON memories BEGIN"
-    "  DELETE FROM memory_vectors WHERE rowid = old.rowid;"
-    "END;",
 };
 
 /* Creates the directory that will hold path, one level, when missing. */

@@ -34,23 +34,23 @@ static const char *const writer_sql[WS_COUNT] = {
                     " LIMIT 1",
     [WS_INSERT] = "INSERT INTO memories(id, ns, type, content, content_hash,"
                   " created_ms, updated_ms, accessed_ms, importance, metadata,"
-                  " embedding_dim, embedder, vseq)"
+                  " embedding, embedding_dim, embedder, vseq)"
                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8, ?9, ?10,"
-                  " (SELECT seq FROM ns_seq WHERE ns = ?2))",
+                  " ?11, (SELECT seq FROM ns_seq WHERE ns = ?2))",
     [WS_FIND_FOR_CHANGE] = "SELECT rowid, content FROM memories"
                            " WHERE id = ?1 AND ns = ?2",
-    /* NULL leaves a column as it is; ?7 says whether the vector's
-     * dimension and embedder are set (to ?8 and ?9; the vector itself is
-     * in memory_vectors, WS_PUT_VECTOR and WS_DROP_VECTOR). */
+    /* NULL leaves a column as it is; ?7 says whether the embedding is set
+     * (to ?8, which may be NULL: removed). */
     [WS_UPDATE] =
         "UPDATE memories SET content = coalesce(?2, content),"
         " content_hash = coalesce(?3, content_hash),"
         " type = coalesce(?4, type),"
         " importance = coalesce(?5, importance),"
         " metadata = coalesce(?6, metadata),"
-        " embedding_dim = CASE WHEN ?7 THEN ?8 ELSE embedding_dim END,"
-        " embedder = CASE WHEN ?7 THEN ?9 ELSE embedder END,"
-        " vseq = (SELECT seq FROM ns_seq WHERE ns = ?11),"
+        " embedding = CASE WHEN ?7 THEN ?8 ELSE embedding END,"
+        " embedding_dim = CASE WHEN ?7 THEN ?9 ELSE embedding_dim END,"
+        " embedder = CASE WHEN ?7 THEN ?11 ELSE embedder END,"
+        " vseq = (SELECT seq FROM ns_seq WHERE ns = ?12),"
         " updated_ms = ?10 WHERE rowid = ?1",
     [WS_DELETE] = "DELETE FROM memories WHERE rowid = ?1",
     [WS_DELETE_RELS_SOURCE] = "DELETE FROM relationships WHERE source = ?1",
@@ -70,16 +70,11 @@ static const char *const writer_sql[WS_COUNT] = {
                     " ON CONFLICT(ns) DO UPDATE SET seq = seq + 1",
     [WS_REMOVED] = "INSERT INTO removed(ns, id, seq)"
                    " VALUES (?1, ?2, (SELECT seq FROM ns_seq WHERE ns = ?1))",
-    /* ?1 id, ?2 ns, ?3 dim, ?4 embedder, ?5 content hash; the row's rowid
-     * when it changed (its vector is put then) */
-    [WS_SET_VECTOR] = "UPDATE memories SET embedding_dim = ?3, embedder = ?4,"
+    /* ?1 id, ?2 ns, ?3 vector, ?4 dim, ?5 embedder, ?6 content hash */
+    [WS_SET_VECTOR] = "UPDATE memories SET embedding = ?3, embedding_dim = ?4,"
+                      " embedder = ?5,"
                       " vseq = (SELECT seq FROM ns_seq WHERE ns = ?2)"
-                      " WHERE id = ?1 AND ns = ?2 AND content_hash = ?5"
-                      " RETURNING rowid",
-    [WS_PUT_VECTOR] = "INSERT INTO memory_vectors(rowid, embedding)"
-                      " VALUES (?1, ?2) ON CONFLICT(rowid) DO UPDATE"
-                      " SET embedding = excluded.embedding",
-    [WS_DROP_VECTOR] = "DELETE FROM memory_vectors WHERE rowid = ?1",
+                      " WHERE id = ?1 AND ns = ?2 AND content_hash = ?6",
     [WS_GET_SPACE] = "SELECT value FROM engram_meta WHERE key = 'embedder'",
     [WS_SET_SPACE] = "INSERT INTO engram_meta(key, value)"
                      " VALUES ('embedder', ?1)"
@@ -125,19 +120,19 @@ static void bind_content(sqlite3_stmt *stmt, int i, const engram_op *op) {
                       SQLITE_UTF8);
 }
 
-static int has_vector(const engram_op *op) {
-  return op->embedding && op->embedding_dim > 0;
-}
-
-/* The vector's dimension (0: none) and its embedder's name, at dim and
- * name. */
-static void bind_space(sqlite3_stmt *stmt, int dim, int name,
-                       const engram_op *op) {
-  if (has_vector(op)) {
-    sqlite3_bind_int64(stmt, dim, (sqlite3_int64)op->embedding_dim);
+/* The vector, its dimension and its embedder's name, at blob, blob + 1
+ * and name. */
+static void bind_embedding(sqlite3_stmt *stmt, int blob, int name,
+                           const engram_op *op) {
+  if (op->embedding && op->embedding_dim > 0) {
+    sqlite3_bind_blob64(stmt, blob, op->embedding,
+                        (sqlite3_uint64)op->embedding_dim * sizeof(float),
+                        SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, blob + 1, (sqlite3_int64)op->embedding_dim);
     bind_str(stmt, name, op->embedder ? op->embedder : "client");
   } else {
-    sqlite3_bind_int64(stmt, dim, 0);
+    sqlite3_bind_null(stmt, blob);
+    sqlite3_bind_int64(stmt, blob + 1, 0);
     sqlite3_bind_null(stmt, name);
   }
 }
@@ -162,24 +157,6 @@ static int storage_error(op_ctx *c, int rc) {
   snprintf(what, sizeof what, "storage error in op %zu", c->index);
   return sqlite_fail(c->st->writer, rc, what, c->op->message,
                      sizeof c->op->message);
-}
-
-/* Stores op's vector as the vector of the memory at rowid, or removes
- * the one it had when op carries none (schema v4: memory_vectors). */
-static int put_vector(op_ctx *c, sqlite3_int64 rowid) {
-  const engram_op *op = c->op;
-  int rc;
-  sqlite3_stmt *q =
-      wstmt(c->st, has_vector(op) ? WS_PUT_VECTOR : WS_DROP_VECTOR, &rc);
-  if (!q)
-    return storage_error(c, rc);
-  sqlite3_bind_int64(q, 1, rowid);
-  if (has_vector(op))
-    sqlite3_bind_blob64(q, 2, op->embedding,
-                        (sqlite3_uint64)op->embedding_dim * sizeof(float),
-                        SQLITE_STATIC);
-  rc = run(q);
-  return rc == SQLITE_OK ? 0 : storage_error(c, rc);
 }
 
 /* Advances op's namespace's change sequence: the row the op writes is
@@ -312,7 +289,7 @@ static int op_add(op_ctx *c) {
   sqlite3_bind_double(ins, 7,
                       (op->set & ENGRAM_SET_IMPORTANCE) ? op->importance : 0.5);
   bind_str(ins, 8, op->metadata ? op->metadata : "{}");
-  bind_space(ins, 9, 10, op);
+  bind_embedding(ins, 9, 11, op);
   rc = run(ins);
   if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
     snprintf(op->message, sizeof op->message,
@@ -321,9 +298,6 @@ static int op_add(op_ctx *c) {
   }
   if (rc != SQLITE_OK)
     return storage_error(c, rc);
-  if (has_vector(op) &&
-      (code = put_vector(c, sqlite3_last_insert_rowid(c->st->writer))) != 0)
-    return code;
   return add_history(c, op->result_id, ENGRAM_EVENT_ADD, NULL, 0, op->content,
                      content_len(op));
 }
@@ -409,17 +383,13 @@ static int op_update(op_ctx *c) {
   else
     sqlite3_bind_null(u, 6);
   sqlite3_bind_int(u, 7, (set & ENGRAM_SET_EMBEDDING) ? 1 : 0);
-  bind_space(u, 8, 9, op);
+  bind_embedding(u, 8, 11, op);
   sqlite3_bind_int64(u, 10, c->b->at_ms);
-  bind_str(u, 11, op->ns);
+  bind_str(u, 12, op->ns);
   rc = run(u);
   if (rc != SQLITE_OK) {
     free(old);
     return storage_error(c, rc);
-  }
-  if ((set & ENGRAM_SET_EMBEDDING) && (code = put_vector(c, rowid)) != 0) {
-    free(old);
-    return code;
   }
   /* Always recorded, so the history shows every change; the content is
    * the same on both sides when the update left it alone. */
@@ -487,17 +457,10 @@ static int op_set_vector(op_ctx *c) {
     return storage_error(c, rc);
   bind_str(u, 1, op->id);
   bind_str(u, 2, op->ns);
-  bind_space(u, 3, 4, op);
-  sqlite3_bind_int64(u, 5, (int64_t)c->b->content_hash[c->index]);
-  rc = sqlite3_step(u);
-  int changed = rc == SQLITE_ROW; /* RETURNING rowid */
-  sqlite3_int64 rowid = changed ? sqlite3_column_int64(u, 0) : 0;
-  if (changed)
-    rc = sqlite3_step(u);
-  sqlite3_reset(u);
-  if (rc != SQLITE_DONE)
-    return storage_error(c, rc);
-  return changed ? put_vector(c, rowid) : 0;
+  bind_embedding(u, 3, 5, op);
+  sqlite3_bind_int64(u, 6, (int64_t)c->b->content_hash[c->index]);
+  rc = run(u);
+  return rc == SQLITE_OK ? 0 : storage_error(c, rc);
 }
 
 static int exists(op_ctx *c, const char *id, const char *role) {
