@@ -5,9 +5,10 @@
  *
  * search_hybrid_start() attaches a producer to a stream. At the first pull
  * it asks the store for candidates (store_ops.candidates: the best BM25
- * matches and `window` memories around each), ranks them on the loop with
- * search_hybrid_rank() (bounded work: candidates * (2 * window + 1)
- * memories at most), then delivers them best first as the consumer asks.
+ * matches and `window` memories around each that is a conversation turn),
+ * ranks them on the loop with search_hybrid_rank() (bounded work:
+ * candidates * (2 * window + 1) memories at most), then delivers them best
+ * first as the consumer asks.
  * Cancelling while the store works cancels the store's request.
  *
  * The ranking (docs/retrieval.md has the measurements behind each step):
