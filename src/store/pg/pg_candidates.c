@@ -17,8 +17,9 @@
  *      the wanted types before and after it (ids are UUIDv7: id order is
  *      creation order, a conversation's turns in order). A seed and its
  *      neighbours form a run of consecutive memories; a member of a run
- *      that has its predecessor in the run is adjacent to it. The runs are merged by id (a memory is
- *      adjacent when it is in any run) and the rows read in id order.
+ *      that has its predecessor in the run is adjacent to it. The runs are
+ *      merged by id (a memory is adjacent when it is in any run) and the
+ *      rows read in id order.
  * Since every run is a stretch of the same order (one snapshot), a memory
  * whose predecessor is in some run comes right after that predecessor in
  * the merged list: SQLite's merge (sqlite_candidates.c) gives the same
@@ -297,7 +298,8 @@ static void queue_read(cand_req *r, pg_conn *c, unsigned at) {
   const char *values[8] = {r->values[V_NS],      r->values[V_IDS],
                            r->values[V_TYPES],   r->values[V_WINDOW],
                            r->values[V_VECTORS], r->values[V_SEEDS],
-                           r->values[V_SCORES],  r->values[V_MATCHES_EXPANDED]};
+                           r->values[V_SCORES],
+                           r->values[V_MATCHES_EXPANDED]};
   pg_exchange_stmt(c, &read_stmt, values, NULL);
   pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
 }

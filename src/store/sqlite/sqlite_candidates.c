@@ -16,8 +16,8 @@
  *      conversation turns (episodic: no other type takes neighbours) in
  *      the namespace, through the (ns, id) index (ids are UUIDv7, so id
  *      order is creation order, which for a conversation is the order of
- *      its turns); matches are visited in id order so that a cluster of them
- *      costs one query per side, not one per match. A neighbour's prior
+ *      its turns); matches are visited in id order so that a cluster of
+ *      them costs one query per side, not one per match. A neighbour's prior
  *      is a share of its match's score, so those of weak matches seldom
  *      reach the top, and the cap bounds this step;
  *   3. the rows of the neighbours not read yet, the same way.
