@@ -176,21 +176,6 @@ static void test_window_matches(void **state) {
   tu_close(eg);
 }
 
-typedef struct cand_wait {
-  int done;
-  int status;
-  store_candidates *set;
-} cand_wait;
-
-static void on_candidates(store_candidates_req *req, int status,
-                          const char *message, store_candidates *set) {
-  cand_wait *w = req->data;
-  (void)message;
-  w->done = 1;
-  w->status = status;
-  w->set = set;
-}
-
 /* The store's candidates for text (limit 10) and the vector hits ids,
  * window 1; the ids of the set, in its order, into out (n of them). */
 static size_t store_candidates_of(engram *eg, store *st, const char *text,
@@ -208,16 +193,12 @@ static size_t store_candidates_of(engram *eg, store *st, const char *text,
                               .meta_weight = 1.0,
                               .ids = ids,
                               .nids = nids};
-  cand_wait w = {0};
-  store_candidates_req req = {.cb = on_candidates, .data = &w};
-  assert_int_equal(st->ops->candidates(st, &q, &req), 0);
-  tu_run_until(eg, &w.done);
-  assert_int_equal(w.status, 0);
-  assert_true(w.set->n <= cap);
-  for (size_t i = 0; i < w.set->n; i++)
-    memcpy(out[i], w.set->nodes[i]->id, ENGRAM_ID_LEN + 1);
-  size_t n = w.set->n;
-  store_candidates_free(w.set);
+  store_candidates *set = scale_candidates(eg, st, &q);
+  assert_true(set->n <= cap);
+  for (size_t i = 0; i < set->n; i++)
+    memcpy(out[i], set->nodes[i]->id, ENGRAM_ID_LEN + 1);
+  size_t n = set->n;
+  store_candidates_free(set);
   return n;
 }
 

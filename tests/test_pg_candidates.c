@@ -110,21 +110,6 @@ typedef struct query {
   double meta_weight;
 } query;
 
-typedef struct cand_wait {
-  int calls;
-  int status;
-  store_candidates *set;
-} cand_wait;
-
-static void on_candidates(store_candidates_req *req, int status,
-                          const char *message, store_candidates *set) {
-  cand_wait *w = req->data;
-  (void)message;
-  w->calls++;
-  w->status = status;
-  w->set = set;
-}
-
 static int by_score_desc(const void *a, const void *b) {
   const hit *x = a, *y = b;
   if (x->score != y->score)
@@ -147,21 +132,15 @@ static store_candidates_query make_query(const query *q) {
 /* The pruned side: the store's candidates, matches only, best first. */
 static hits pruned(engram *eg, const query *q) {
   store_candidates_query cq = make_query(q);
-  cand_wait w = {0};
-  store_candidates_req req = {.cb = on_candidates, .data = &w};
-  assert_int_equal(captured->ops->candidates(captured, &cq, &req), 0);
-  assert_int_equal(w.calls, 0); /* never inside the start */
-  tu_run_until(eg, &w.calls);
-  assert_int_equal(w.calls, 1);
-  assert_int_equal(w.status, 0);
-  hits h = {calloc(w.set->n + 1, sizeof *h.v), 0};
+  store_candidates *set = scale_candidates(eg, captured, &cq);
+  hits h = {calloc(set->n + 1, sizeof *h.v), 0};
   assert_non_null(h.v);
-  for (size_t i = 0; i < w.set->n; i++) {
-    assert_true(w.set->hit[i]);
-    snprintf(h.v[h.n].id, sizeof h.v[h.n].id, "%s", w.set->nodes[i]->id);
-    h.v[h.n++].score = w.set->score[i];
+  for (size_t i = 0; i < set->n; i++) {
+    assert_true(set->hit[i]);
+    snprintf(h.v[h.n].id, sizeof h.v[h.n].id, "%s", set->nodes[i]->id);
+    h.v[h.n++].score = set->score[i];
   }
-  store_candidates_free(w.set);
+  store_candidates_free(set);
   qsort(h.v, h.n, sizeof *h.v, by_score_desc);
   return h;
 }
@@ -546,8 +525,8 @@ static void test_cancel(void **state) {
   query q = {NS, "alpha beta gamma rare7", 0, 2048, 1.0};
   for (int turns = 0; turns < 6; turns++) {
     store_candidates_query cq = make_query(&q);
-    cand_wait w = {0};
-    store_candidates_req req = {.cb = on_candidates, .data = &w};
+    scale_cand_wait w = {0};
+    store_candidates_req req = {.cb = scale_on_candidates, .data = &w};
     assert_int_equal(captured->ops->candidates(captured, &cq, &req), 0);
     for (int k = 0; k < turns && !w.calls; k++)
       uv_run(engram_loop(eg), UV_RUN_ONCE);

@@ -69,21 +69,6 @@ typedef struct hits {
   size_t n;
 } hits;
 
-typedef struct cand_wait {
-  int done;
-  int status;
-  store_candidates *set;
-} cand_wait;
-
-static void on_candidates(store_candidates_req *req, int status,
-                          const char *message, store_candidates *set) {
-  cand_wait *w = req->data;
-  (void)message;
-  w->done = 1;
-  w->status = status;
-  w->set = set;
-}
-
 static int by_score_desc(const void *a, const void *b) {
   double x = ((const hit *)a)->score, y = ((const hit *)b)->score;
   return (x < y) - (x > y);
@@ -101,20 +86,15 @@ static hits pruned(engram *eg, const char *ns, const char *text,
                               .k1 = 0.6,
                               .b = 0.3,
                               .meta_weight = 1.0};
-  cand_wait w = {0};
-  store_candidates_req req = {.cb = on_candidates, .data = &w};
-  assert_int_equal(captured->ops->candidates(captured, &q, &req), 0);
-  tu_run_until(eg, &w.done);
-  assert_true(w.done);
-  assert_int_equal(w.status, 0);
-  hits h = {calloc(w.set->n + 1, sizeof *h.v), 0};
+  store_candidates *set = scale_candidates(eg, captured, &q);
+  hits h = {calloc(set->n + 1, sizeof *h.v), 0};
   assert_non_null(h.v);
-  for (size_t i = 0; i < w.set->n; i++) {
-    assert_true(w.set->hit[i]);
-    snprintf(h.v[h.n].id, sizeof h.v[h.n].id, "%s", w.set->nodes[i]->id);
-    h.v[h.n++].score = w.set->score[i];
+  for (size_t i = 0; i < set->n; i++) {
+    assert_true(set->hit[i]);
+    snprintf(h.v[h.n].id, sizeof h.v[h.n].id, "%s", set->nodes[i]->id);
+    h.v[h.n++].score = set->score[i];
   }
-  store_candidates_free(w.set);
+  store_candidates_free(set);
   qsort(h.v, h.n, sizeof *h.v, by_score_desc);
   return h;
 }

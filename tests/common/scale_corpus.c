@@ -70,3 +70,25 @@ engram *scale_open_capturing(const char *db, store **captured) {
   assert_int_equal(st.status, 0);
   return eg;
 }
+
+void scale_on_candidates(store_candidates_req *req, int status,
+                         const char *message, store_candidates *set) {
+  scale_cand_wait *w = req->data;
+  (void)message;
+  w->calls++;
+  w->status = status;
+  w->set = set;
+}
+
+store_candidates *scale_candidates(engram *eg, store *st,
+                                   const store_candidates_query *q) {
+  scale_cand_wait w = {0};
+  store_candidates_req req = {.cb = scale_on_candidates, .data = &w};
+  assert_int_equal(st->ops->candidates(st, q, &req), 0);
+  assert_int_equal(w.calls, 0); /* never inside the start */
+  tu_run_until(eg, &w.calls);
+  assert_int_equal(w.calls, 1);
+  assert_int_equal(w.status, 0);
+  assert_non_null(w.set);
+  return w.set;
+}

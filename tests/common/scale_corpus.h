@@ -1,9 +1,10 @@
 /*
- * scale_corpus.h — what the pruning tests share (test_search_scale.c on
- * SQLite, test_pg_candidates.c on PostgreSQL): the generated namespaces'
- * memory i, deterministic, with words of known frequencies; and a handle
- * whose backend store is captured, so that a test calls the store's
- * candidates operation directly.
+ * scale_corpus.h — what the tests of the store's candidates operation
+ * share (test_search_scale.c on SQLite, test_pg_candidates.c on
+ * PostgreSQL, test_hybrid.c on both): the generated namespaces' memory i,
+ * deterministic, with words of known frequencies; a handle whose backend
+ * store is captured, so that a test calls the operation directly; and
+ * one call of it, run to its callback.
  */
 #ifndef ENGRAM_SCALE_CORPUS_H
 #define ENGRAM_SCALE_CORPUS_H
@@ -33,5 +34,23 @@ const char *scale_memory(size_t i, int alt, unsigned flags);
 /* A handle on db (a path or a conninfo), opened (the test fails if it
  * cannot), its backend store in *captured. */
 engram *scale_open_capturing(const char *db, store **captured);
+
+/* How a candidates request ended, as its callback saw it. */
+typedef struct scale_cand_wait {
+  int calls;
+  int status;
+  store_candidates *set;
+} scale_cand_wait;
+
+/* A store_candidates_req callback recording into req->data (a
+ * scale_cand_wait). */
+void scale_on_candidates(store_candidates_req *req, int status,
+                         const char *message, store_candidates *set);
+
+/* Runs st's candidates operation for q, eg's loop turning until it calls
+ * back; the test fails unless the callback comes once, never from inside
+ * the start, with status 0. Returns the set (store_candidates_free). */
+store_candidates *scale_candidates(engram *eg, store *st,
+                                   const store_candidates_query *q);
 
 #endif
