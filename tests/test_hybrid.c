@@ -20,6 +20,7 @@
 #include "scale_corpus.h"
 #include "store/store.h"
 #include "store_tu.h"
+#include "testloop.h"
 #include "tu.h"
 
 #define NS "hyb"
@@ -243,6 +244,220 @@ static void test_facts_take_no_neighbours(void **state) {
   assert_int_equal(n, 3);
   assert_true(has_id(got, n, id[0]) && has_id(got, n, id[1]) &&
               has_id(got, n, id[6]));
+  tu_close(eg);
+}
+
+/* Many reads at once, more than the store has readers: the candidates and
+ * the vectors operations (they share the read task of each backend).
+ * Every request calls back once; those cancelled before the loop ran (in
+ * the pool's queue, or waiting for a reader) with ENGRAM_ECANCELED; the
+ * others with their answer. Then a second round where the first callback
+ * cancels every request still out, from inside itself. The store serves a
+ * read afterwards. */
+enum { FLOOD = 24 };
+
+typedef struct flood {
+  store *st;
+  store_candidates_req creq[FLOOD];
+  store_vectors_req vreq[FLOOD];
+  int calls[2 * FLOOD];
+  int status[2 * FLOOD];
+  size_t found[2 * FLOOD];
+  int cancel_rest; /* the first callback cancels the others */
+  int total;
+} flood;
+
+static void flood_cancel_rest(flood *f) {
+  f->cancel_rest = 0;
+  for (int i = 0; i < FLOOD; i++) {
+    if (!f->calls[i])
+      f->st->ops->candidates_cancel(f->st, &f->creq[i]);
+    if (!f->calls[FLOOD + i])
+      f->st->ops->vectors_cancel(f->st, &f->vreq[i]);
+  }
+}
+
+static void flood_on_candidates(store_candidates_req *req, int status,
+                                const char *message, store_candidates *set) {
+  flood *f = req->data;
+  (void)message;
+  int i = (int)(req - f->creq);
+  f->calls[i]++;
+  f->status[i] = status;
+  f->found[i] = set ? set->n : 0;
+  store_candidates_free(set);
+  f->total++;
+  if (f->cancel_rest)
+    flood_cancel_rest(f);
+}
+
+static void flood_on_vectors(store_vectors_req *req, int status,
+                             const char *message, store_vectors *page) {
+  flood *f = req->data;
+  (void)message;
+  int i = FLOOD + (int)(req - f->vreq);
+  f->calls[i]++;
+  f->status[i] = status;
+  f->found[i] = page ? page->n : 0;
+  store_vectors_free(page);
+  f->total++;
+  if (f->cancel_rest)
+    flood_cancel_rest(f);
+}
+
+static void flood_start(flood *f, const store_candidates_query *cq,
+                        const store_vectors_query *vq) {
+  for (int i = 0; i < FLOOD; i++) {
+    f->creq[i] = (store_candidates_req){.cb = flood_on_candidates, .data = f};
+    f->vreq[i] = (store_vectors_req){.cb = flood_on_vectors, .data = f};
+    assert_int_equal(f->st->ops->candidates(f->st, cq, &f->creq[i]), 0);
+    assert_int_equal(f->st->ops->vectors(f->st, vq, &f->vreq[i]), 0);
+  }
+  assert_int_equal(f->total, 0); /* never inside the start function */
+}
+
+static int flood_done(void *arg) {
+  flood *f = arg;
+  return f->total == 2 * FLOOD;
+}
+
+typedef struct holder {
+  int items, done;
+} holder;
+
+static void holder_item(engram_stream *s, const engram_node *node, void *data) {
+  (void)s;
+  (void)node;
+  ((holder *)data)->items++;
+}
+
+static void holder_done(engram_stream *s, int status, void *data) {
+  (void)s;
+  (void)status;
+  ((holder *)data)->done++;
+}
+
+static int one_call(void *arg) {
+  return *(int *)arg > 0;
+}
+
+/* A read waiting for a reader that is cancelled calls back at once, while
+ * every reader stays held: HOLDERS list streams of more rows than a chunk,
+ * paused after their first item, hold their readers (more streams than
+ * either backend has readers by default). */
+enum { HOLDERS = 10 };
+
+static void cancel_while_waiting(engram *eg, store *st,
+                                 const store_candidates_query *cq) {
+  engram_stream *hs[HOLDERS];
+  holder h[HOLDERS];
+  memset(h, 0, sizeof h);
+  for (int i = 0; i < HOLDERS; i++) {
+    engram_query q = {.ns = NS};
+    engram_stream_cbs cbs = {holder_item, NULL, holder_done, &h[i]};
+    assert_int_equal(engram_list(eg, &q, &cbs, &hs[i]), 0);
+    assert_int_equal(engram_stream_request(hs[i], 1), 0);
+  }
+  tl_run_for(engram_loop(eg), 300);
+  int holding = 0;
+  for (int i = 0; i < HOLDERS; i++) {
+    assert_int_equal(h[i].done, 0); /* paused, not finished */
+    holding += h[i].items == 1;
+  }
+  assert_true(holding >= 1);
+  scale_cand_wait w = {0};
+  store_candidates_req req = {.cb = scale_on_candidates, .data = &w};
+  assert_int_equal(st->ops->candidates(st, cq, &req), 0);
+  tl_run_for(engram_loop(eg), 100);
+  assert_int_equal(w.calls, 0); /* no reader free: it waits */
+  st->ops->candidates_cancel(st, &req);
+  assert_int_equal(w.calls, 0);
+  assert_true(tl_run_until(engram_loop(eg), one_call, &w.calls, 5000));
+  assert_int_equal(w.calls, 1);
+  assert_int_equal(w.status, ENGRAM_ECANCELED);
+  for (int i = 0; i < HOLDERS; i++)
+    assert_int_equal(h[i].done, 0); /* the readers were still held */
+  for (int i = 0; i < HOLDERS; i++)
+    engram_stream_cancel(hs[i]);
+  for (int i = 0; i < HOLDERS; i++)
+    assert_true(tl_run_until(engram_loop(eg), one_call, &h[i].done, 5000));
+}
+
+static void test_store_reads_cancelled(void **state) {
+  (void)state;
+  store *st = NULL;
+  engram *eg = scale_open_capturing(tu_db_path("hybrid-flood"), &st);
+  for (int i = 0; i < 40; i++) {
+    char text[64];
+    snprintf(text, sizeof text, "the harbour light number %d", i);
+    add_typed(eg, NS, ENGRAM_EPISODIC, text, NULL, NULL);
+  }
+  for (int i = 0; i < 300; i++) { /* for the lists that hold readers */
+    char text[64];
+    snprintf(text, sizeof text, "a quiet street, house %d", i);
+    add_typed(eg, NS, ENGRAM_EPISODIC, text, NULL, NULL);
+  }
+  store_candidates_query cq = {.ns = NS,
+                               .text = "harbour light",
+                               .text_len = strlen("harbour light"),
+                               .limit = 10,
+                               .window = 0,
+                               .window_matches = 10,
+                               .max_scored = 1000,
+                               .k1 = 0.6,
+                               .b = 0.3,
+                               .meta_weight = 1.0};
+  char space[STORE_SPACE_LEN];
+  snprintf(space, sizeof space, "%s", st->space);
+  char *slash = strchr(space, '/');
+  assert_non_null(slash); /* the default embedder wrote vectors */
+  *slash = '\0';
+  store_vectors_query vq = {.ns = NS,
+                            .embedder = space,
+                            .dim = (uint32_t)strtoul(slash + 1, NULL, 10),
+                            .after_seq = -1,
+                            .limit = 400};
+  cancel_while_waiting(eg, st, &cq);
+  /* Round 1: every other request cancelled before the loop runs. */
+  flood *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  f->st = st;
+  flood_start(f, &cq, &vq);
+  for (int i = 0; i < FLOOD; i += 2) {
+    st->ops->candidates_cancel(st, &f->creq[i]);
+    st->ops->vectors_cancel(st, &f->vreq[i]);
+    st->ops->vectors_cancel(st, &f->vreq[i]); /* idempotent */
+  }
+  assert_int_equal(f->total, 0); /* never inside cancel */
+  assert_true(tl_run_until(engram_loop(eg), flood_done, f, 30000));
+  for (int i = 0; i < 2 * FLOOD; i++) {
+    assert_int_equal(f->calls[i], 1);
+    if ((i % FLOOD) % 2 == 0) {
+      assert_int_equal(f->status[i], ENGRAM_ECANCELED);
+    } else {
+      assert_int_equal(f->status[i], 0);
+      assert_int_equal(f->found[i], i < FLOOD ? 10 : 340);
+    }
+  }
+  /* Round 2: the first callback cancels the rest from inside itself. */
+  memset(f, 0, sizeof *f);
+  f->st = st;
+  f->cancel_rest = 1;
+  flood_start(f, &cq, &vq);
+  assert_true(tl_run_until(engram_loop(eg), flood_done, f, 30000));
+  int answered = 0, cancelled = 0;
+  for (int i = 0; i < 2 * FLOOD; i++) {
+    assert_int_equal(f->calls[i], 1);
+    assert_true(f->status[i] == 0 || f->status[i] == ENGRAM_ECANCELED);
+    answered += f->status[i] == 0;
+    cancelled += f->status[i] == ENGRAM_ECANCELED;
+  }
+  assert_true(answered >= 1);
+  assert_true(cancelled >= 1); /* more reads than readers: some waited */
+  free(f);
+  /* The readers are fine afterwards. */
+  char got[40][ENGRAM_ID_LEN + 1];
+  assert_true(store_candidates_of(eg, st, "harbour", NULL, 0, got, 40) >= 10);
   tu_close(eg);
 }
 
@@ -724,6 +939,7 @@ int main(void) {
       cmocka_unit_test(test_options_checked),
       cmocka_unit_test(test_options_set),
       cmocka_unit_test(test_cancel),
+      cmocka_unit_test(test_store_reads_cancelled),
       cmocka_unit_test(test_through_decorator),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -101,14 +101,8 @@ typedef struct cand_entry {
 } cand_entry;
 
 typedef struct cand_req {
-  sqlite_store *st;
+  sqlite_read_task t; /* the reader, the task, cancellation */
   store_candidates_req *req;
-  rt_work work;
-  reader_wait wait;
-  sqlite_reader *rd;
-  atomic_int stop;
-  int running; /* the task is queued or running */
-  int cancelled;
   /* the query, copied */
   char *ns;
   sqlite_words words;
@@ -162,7 +156,7 @@ static void drop_entries(cand_req *r) {
 }
 
 static int fail(cand_req *r, int rc, const char *what) {
-  r->status = sqlite_fail(r->rd->db, rc, what, r->msg, sizeof r->msg);
+  r->status = sqlite_fail(r->t.rd->db, rc, what, r->msg, sizeof r->msg);
   return r->status;
 }
 
@@ -236,10 +230,10 @@ static int plan_counts(cand_req *r, match_plan *p) {
     r->status = ENGRAM_ENOMEM;
     return r->status;
   }
-  int rc = sqlite_terms_sync(r->rd);
+  int rc = sqlite_terms_sync(r->t.rd);
   if (rc != SQLITE_OK)
     return fail(r, rc, "reading the database's version");
-  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_NS_ALONE, &rc);
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->t.rd, RS_NS_ALONE, &rc);
   if (!stmt)
     return fail(r, rc, "preparing the namespaces query");
   sqlite3_bind_text(stmt, 1, r->ns, -1, SQLITE_STATIC);
@@ -249,14 +243,14 @@ static int plan_counts(cand_req *r, match_plan *p) {
   if (rc != SQLITE_ROW)
     return fail(r, rc, "reading the namespaces");
   for (size_t i = 0; i < n; i++) {
-    if (atomic_load(&r->stop)) {
+    if (atomic_load(&r->t.stop)) {
       r->status = ENGRAM_ECANCELED;
       return r->status;
     }
     word_count c = {.word = i};
     int tagged = 1;
     rc =
-        sqlite_terms_df(r->rd, r->words.text + r->words.off[i], r->words.len[i],
+        sqlite_terms_df(r->t.rd, r->words.text + r->words.off[i], r->words.len[i],
                         r->words.cut[i], &c.select, &c.exact, &tagged);
     p->tagged[i] = (unsigned char)tagged;
     if (rc != SQLITE_OK)
@@ -316,7 +310,7 @@ static int plan_form(cand_req *r, const match_plan *p, int form) {
  * record, one varint per column. -1 when the row has none. */
 static int row_length(cand_req *r, sqlite3_int64 rowid, double *dl) {
   int rc;
-  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_DOCSIZE, &rc);
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->t.rd, RS_DOCSIZE, &rc);
   if (!stmt)
     return fail(r, rc, "preparing the lengths query");
   sqlite3_bind_int64(stmt, 1, rowid);
@@ -481,13 +475,13 @@ static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
   }
   qsort(order, sk->n, sizeof *order, by_bound);
   int rc = SQLITE_DONE;
-  sqlite3_stmt *row = sqlite_reader_stmt(r->rd, RS_CAND_ROW, &rc);
+  sqlite3_stmt *row = sqlite_reader_stmt(r->t.rd, RS_CAND_ROW, &rc);
   if (!row)
     fail(r, rc, "preparing the rows query");
   for (size_t i = 0; i < sk->n && r->status == 0; i++) {
     if (held == r->limit && order[i].bound < heap[0].score)
       break; /* no row left can enter */
-    if ((i & 63) == 63 && atomic_load(&r->stop)) {
+    if ((i & 63) == 63 && atomic_load(&r->t.stop)) {
       r->status = ENGRAM_ECANCELED;
       break;
     }
@@ -540,7 +534,7 @@ static int rank_rows(cand_req *r, const sqlite_rank_sink *sk) {
 static int run_match(cand_req *r) {
   int rc;
   sqlite3_stmt *stmt = sqlite_reader_stmt(
-      r->rd, r->capped ? RS_CAND_HITS : RS_CAND_HITS_ALL, &rc);
+      r->t.rd, r->capped ? RS_CAND_HITS : RS_CAND_HITS_ALL, &rc);
   if (!stmt)
     return fail(r, rc, "preparing the candidates query");
   sqlite_rank_sink sink;
@@ -611,7 +605,7 @@ static long fetch_side(cand_req *r, int after, const char *from, size_t max,
                        size_t first_prev) {
   int rc;
   sqlite3_stmt *stmt =
-      sqlite_reader_stmt(r->rd, after ? RS_CAND_AFTER : RS_CAND_BEFORE, &rc);
+      sqlite_reader_stmt(r->t.rd, after ? RS_CAND_AFTER : RS_CAND_BEFORE, &rc);
   if (!stmt) {
     fail(r, rc, "preparing the neighbours query");
     return -1;
@@ -695,7 +689,7 @@ static int find_neighbours(cand_req *r, size_t hits) {
   size_t tail_n = 0;  /* ids known right after the previous match, in order */
   int tail_ended = 0; /* the namespace ends after them */
   for (size_t h = 0; h < hits && r->status == 0; h++) {
-    if (atomic_load(&r->stop)) {
+    if (atomic_load(&r->t.stop)) {
       r->status = ENGRAM_ECANCELED;
       break;
     }
@@ -816,7 +810,7 @@ static int read_nodes(cand_req *r) {
   }
   qsort(index, want, sizeof *index, by_rowid);
   int rc;
-  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_CAND_NODES, &rc);
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->t.rd, RS_CAND_NODES, &rc);
   if (!stmt) {
     fail(r, rc, "preparing the candidates rows");
   } else {
@@ -880,7 +874,7 @@ static int add_vector_hits(cand_req *r) {
   if (!r->ids_json)
     return 0;
   int rc;
-  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_CAND_IDS, &rc);
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->t.rd, RS_CAND_IDS, &rc);
   if (!stmt)
     return fail(r, rc, "preparing the vector hits query");
   sqlite3_bind_text(stmt, 1, r->ids_json, -1, SQLITE_STATIC);
@@ -921,9 +915,9 @@ static char *ids_to_json(const char *const *ids, size_t n) {
   return json;
 }
 
-static void cand_run(rt_work *w) {
-  cand_req *r = SQ_CONTAINER(w, cand_req, work);
-  if (atomic_load(&r->stop)) {
+static void cand_run(sqlite_read_task *t) {
+  cand_req *r = SQ_CONTAINER(t, cand_req, t);
+  if (atomic_load(&r->t.stop)) {
     r->status = ENGRAM_ECANCELED;
     return;
   }
@@ -934,7 +928,7 @@ static void cand_run(rt_work *w) {
   }
   /* The vocabulary table, made once per connection, outside the read
    * transaction. */
-  int rc = r->limit > 0 ? sqlite_terms_open(r->rd) : SQLITE_OK;
+  int rc = r->limit > 0 ? sqlite_terms_open(r->t.rd) : SQLITE_OK;
   if (rc != SQLITE_OK) {
     fail(r, rc, "preparing the vocabulary");
     return;
@@ -942,7 +936,7 @@ static void cand_run(rt_work *w) {
   /* One read transaction for the whole task: one snapshot (the words'
    * counts and the match see the same rows), and one set of WAL locks
    * instead of one per statement (hundreds of fcntl calls). */
-  rc = sqlite3_exec(r->rd->db, "BEGIN", NULL, NULL, NULL);
+  rc = sqlite3_exec(r->t.rd->db, "BEGIN", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     fail(r, rc, "starting a read");
     return;
@@ -958,8 +952,8 @@ static void cand_run(rt_work *w) {
   /* The reader must leave its transaction, or it would keep an old
    * snapshot: an interrupt that lands on the COMMIT is cleared once that
    * statement is finalized, so the ROLLBACK runs. */
-  if (sqlite3_exec(r->rd->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-    sqlite3_exec(r->rd->db, "ROLLBACK", NULL, NULL, NULL);
+  if (sqlite3_exec(r->t.rd->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    sqlite3_exec(r->t.rd->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 static void cand_free(cand_req *r) {
@@ -975,18 +969,10 @@ static void cand_free(cand_req *r) {
   free(r);
 }
 
-static void cand_after(rt_work *w, int status) {
-  cand_req *r = SQ_CONTAINER(w, cand_req, work);
-  sqlite_store *st = r->st;
-  sqlite_task_returned(st);
-  r->running = 0;
-  st->head.queries_running--;
-  if (r->rd) {
-    sqlite_reader_release(st, r->rd);
-    r->rd = NULL;
-  }
-  if (status != 0 || r->cancelled)
-    r->status = ENGRAM_ECANCELED;
+static void cand_done(sqlite_read_task *t, int status) {
+  cand_req *r = SQ_CONTAINER(t, cand_req, t);
+  if (status != 0)
+    r->status = status;
   store_candidates_req *req = r->req;
   req->impl = NULL;
   store_candidates *set = NULL;
@@ -1001,34 +987,6 @@ static void cand_after(rt_work *w, int status) {
   const char *msg = r->status ? r->msg : NULL;
   req->cb(req, r->status, msg, set);
   cand_free(r);
-  sqlite_maybe_close(st);
-}
-
-/* Queues the task (rt_offload fails only on invalid arguments). */
-static int cand_offload(cand_req *r) {
-  r->running = 1;
-  r->st->head.queries_running++;
-  int rc = sqlite_offload(r->st, &r->work, cand_run, cand_after);
-  if (rc != 0) {
-    r->running = 0;
-    r->st->head.queries_running--;
-  }
-  return rc;
-}
-
-static void cand_granted(reader_wait *w, sqlite_reader *rd) {
-  cand_req *r = SQ_CONTAINER(w, cand_req, wait);
-  r->rd = rd;
-  if (cand_offload(r) != 0) {
-    /* Called from another operation's callback: calling back here is not
-     * inside the start function. */
-    sqlite_reader_release(r->st, rd);
-    r->rd = NULL;
-    store_candidates_req *req = r->req;
-    req->impl = NULL;
-    req->cb(req, ENGRAM_ENOMEM, "out of memory starting a search", NULL);
-    cand_free(r);
-  }
 }
 
 int sqlite_candidates(store *base, const store_candidates_query *q,
@@ -1047,7 +1005,10 @@ int sqlite_candidates(store *base, const store_candidates_query *q,
     free(r);
     return ENGRAM_ENOMEM;
   }
-  r->st = st;
+  r->t.st = st;
+  r->t.run = cand_run;
+  r->t.done = cand_done;
+  r->t.what = "search";
   r->req = req;
   r->types = q->types;
   r->limit = r->words.n == 0 ? 0 : q->limit; /* no word: nothing matches */
@@ -1062,20 +1023,10 @@ int sqlite_candidates(store *base, const store_candidates_query *q,
     cand_free(r);
     return ENGRAM_ENOMEM;
   }
-  atomic_init(&r->stop, 0);
   req->impl = r;
-  if (r->limit == 0 && !r->ids_json) {
-    /* Nothing to look for: an empty set, still from the loop, later. */
-    if (cand_offload(r) != 0) {
-      req->impl = NULL;
-      cand_free(r);
-      return ENGRAM_ENOMEM;
-    }
-    return 0;
-  }
-  r->rd = sqlite_reader_acquire(st, &r->wait, cand_granted);
-  if (r->rd && cand_offload(r) != 0) {
-    sqlite_reader_release(st, r->rd);
+  /* Nothing to look for: an empty set, still from the loop, later. */
+  int nothing = r->limit == 0 && !r->ids_json;
+  if (sqlite_read_task_start(&r->t, !nothing) != 0) {
     req->impl = NULL;
     cand_free(r);
     return ENGRAM_ENOMEM;
@@ -1084,26 +1035,8 @@ int sqlite_candidates(store *base, const store_candidates_query *q,
 }
 
 void sqlite_candidates_cancel(store *base, store_candidates_req *req) {
-  sqlite_store *st = (sqlite_store *)base;
+  (void)base;
   cand_req *r = req ? req->impl : NULL;
-  if (!r || r->cancelled)
-    return;
-  r->cancelled = 1;
-  atomic_store(&r->stop, 1);
-  if (r->running) {
-    /* A queued task is dropped by libuv (cand_after gets UV_ECANCELED); a
-     * running one stops at its next statement or inside this one. */
-    if (uv_cancel((uv_req_t *)&r->work.req) != 0 && r->rd)
-      sqlite3_interrupt(r->rd->db);
-    return;
-  }
-  /* Waiting for a reader: leave the queue, and call back from a task that
-   * sees the stop flag and does nothing. */
-  sqlite_reader_unwait(st, &r->wait);
-  if (cand_offload(r) != 0) {
-    /* Cannot happen with libuv's queue (it never fails to queue); kept
-     * safe: the request stays cancelled and is freed at close. */
-    rt_log(st->head.rt, ENGRAM_LOG_ERROR,
-           "cannot finish a cancelled search: out of memory");
-  }
+  if (r)
+    sqlite_read_task_cancel(&r->t);
 }

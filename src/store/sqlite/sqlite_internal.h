@@ -192,6 +192,39 @@ sqlite3_stmt *sqlite_reader_stmt(sqlite_reader *rd, reader_stmt_kind kind,
 /* Resets every statement of the reader (ends its read transaction). */
 void sqlite_reader_reset(sqlite_reader *rd);
 
+/* A read that runs as one task holding a reader (the candidates and the
+ * vectors operations): waiting for the reader, the task, its return to
+ * the loop and cancellation, kept in one place. Embed it in the request;
+ * set st, run and done, then start it. */
+typedef struct sqlite_read_task sqlite_read_task;
+struct sqlite_read_task {
+  sqlite_store *st;
+  /* On a pool thread, with rd (NULL when started without a reader, or
+   * cancelled while waiting for one: stop is then set). */
+  void (*run)(sqlite_read_task *t);
+  /* On the loop, once, the reader given back: status 0 (what run found
+   * stands), ENGRAM_ECANCELED, or ENGRAM_ENOMEM (the task could not be
+   * queued when a reader came). Calls the request back and frees it;
+   * t is gone when it returns. */
+  void (*done)(sqlite_read_task *t, int status);
+  const char *what; /* for the log: "a search", "a vector read" */
+  sqlite_reader *rd;
+  atomic_int stop; /* cancelled: run stops at its next statement */
+  int running;     /* the task is queued or running */
+  int cancelled;
+  rt_work work;
+  reader_wait wait;
+};
+/* Starts t: with a reader (or once one is free) when `reader`, else at
+ * once without one. 0, or ENGRAM_ENOMEM when nothing started (done will
+ * not run; the caller frees the request). */
+int sqlite_read_task_start(sqlite_read_task *t, int reader);
+/* Cancels t; idempotent. A queued task is withdrawn, a running one stops
+ * at its next statement or inside this one (sqlite3_interrupt), one still
+ * waiting for a reader leaves the queue and runs with nothing to do;
+ * either way done follows once, later, with ENGRAM_ECANCELED. */
+void sqlite_read_task_cancel(sqlite_read_task *t);
+
 /* sqlite_row.c (any thread) */
 /* Decodes the SQ_NODE_COLUMNS starting at column col into one owned
  * allocation (engram_node_free releases it). Returns 0, or ENGRAM_ECORRUPT /

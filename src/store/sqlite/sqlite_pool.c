@@ -173,3 +173,86 @@ void sqlite_reader_release(sqlite_store *st, sqlite_reader *rd) {
   st->readers_held--;
   sqlite_maybe_close(st);
 }
+
+/* ------------------------------------------------------ one-task reads */
+
+static void read_task_run(rt_work *w) {
+  sqlite_read_task *t = SQ_CONTAINER(w, sqlite_read_task, work);
+  t->run(t);
+}
+
+static void read_task_after(rt_work *w, int status) {
+  sqlite_read_task *t = SQ_CONTAINER(w, sqlite_read_task, work);
+  sqlite_store *st = t->st;
+  sqlite_task_returned(st);
+  t->running = 0;
+  st->head.queries_running--;
+  if (t->rd) {
+    sqlite_reader_release(st, t->rd);
+    t->rd = NULL;
+  }
+  /* status: UV_ECANCELED when the queued task was withdrawn */
+  t->done(t, status != 0 || t->cancelled ? ENGRAM_ECANCELED : 0);
+  sqlite_maybe_close(st);
+}
+
+static int read_task_offload(sqlite_read_task *t) {
+  t->running = 1;
+  t->st->head.queries_running++;
+  int rc = sqlite_offload(t->st, &t->work, read_task_run, read_task_after);
+  if (rc != 0) {
+    t->running = 0;
+    t->st->head.queries_running--;
+  }
+  return rc;
+}
+
+static void read_task_granted(reader_wait *w, sqlite_reader *rd) {
+  sqlite_read_task *t = SQ_CONTAINER(w, sqlite_read_task, wait);
+  t->rd = rd;
+  if (read_task_offload(t) != 0) {
+    /* Called from another operation's callback: calling back here is not
+     * inside the start function. */
+    sqlite_reader_release(t->st, rd);
+    t->rd = NULL;
+    t->done(t, ENGRAM_ENOMEM);
+  }
+}
+
+int sqlite_read_task_start(sqlite_read_task *t, int reader) {
+  atomic_init(&t->stop, 0);
+  t->running = t->cancelled = 0;
+  t->rd = NULL;
+  if (!reader)
+    return read_task_offload(t) != 0 ? ENGRAM_ENOMEM : 0;
+  t->rd = sqlite_reader_acquire(t->st, &t->wait, read_task_granted);
+  if (t->rd && read_task_offload(t) != 0) {
+    sqlite_reader_release(t->st, t->rd);
+    t->rd = NULL;
+    return ENGRAM_ENOMEM;
+  }
+  return 0;
+}
+
+void sqlite_read_task_cancel(sqlite_read_task *t) {
+  if (t->cancelled)
+    return;
+  t->cancelled = 1;
+  atomic_store(&t->stop, 1);
+  if (t->running) {
+    /* A queued task is dropped by libuv (read_task_after gets
+     * UV_ECANCELED); a running one stops at its next statement or inside
+     * this one. */
+    if (uv_cancel((uv_req_t *)&t->work.req) != 0 && t->rd)
+      sqlite3_interrupt(t->rd->db);
+    return;
+  }
+  /* Waiting for a reader: leave the queue, and call back from a task that
+   * sees the stop flag and does nothing. */
+  sqlite_reader_unwait(t->st, &t->wait);
+  if (read_task_offload(t) != 0)
+    /* Cannot happen with libuv's queue (it never fails to queue); kept
+     * safe: the request stays cancelled and is freed at close. */
+    rt_log(t->st->head.rt, ENGRAM_LOG_ERROR,
+           "cannot finish a cancelled %s: out of memory", t->what);
+}

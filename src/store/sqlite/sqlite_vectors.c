@@ -30,14 +30,8 @@
 #include "store/sqlite/sqlite_internal.h"
 
 typedef struct vec_req {
-  sqlite_store *st;
+  sqlite_read_task t; /* the reader, the task, cancellation */
   store_vectors_req *req;
-  rt_work work;
-  reader_wait wait;
-  sqlite_reader *rd;
-  atomic_int stop;
-  int running; /* the task is queued or running */
-  int cancelled;
   /* the query, copied */
   char *ns;
   char *embedder;
@@ -54,7 +48,7 @@ typedef struct vec_req {
 } vec_req;
 
 static int fail(vec_req *r, int rc, const char *what) {
-  r->status = sqlite_fail(r->rd->db, rc, what, r->msg, sizeof r->msg);
+  r->status = sqlite_fail(r->t.rd->db, rc, what, r->msg, sizeof r->msg);
   return r->status;
 }
 
@@ -66,7 +60,7 @@ static int out_of_memory(vec_req *r) {
 
 static int read_seq(vec_req *r) {
   int rc;
-  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_VEC_SEQ, &rc);
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->t.rd, RS_VEC_SEQ, &rc);
   if (!stmt)
     return fail(r, rc, "preparing the change sequence query");
   sqlite3_bind_text(stmt, 1, r->ns, -1, SQLITE_STATIC);
@@ -116,7 +110,7 @@ static int read_rows(vec_req *r) {
   if (!p->ids || !p->seq || !p->type || !p->has_vector || !p->vectors)
     return out_of_memory(r);
   int rc;
-  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_VEC_PAGE, &rc);
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->t.rd, RS_VEC_PAGE, &rc);
   if (!stmt)
     return fail(r, rc, "preparing the vectors query");
   sqlite3_bind_text(stmt, 1, r->ns, -1, SQLITE_STATIC);
@@ -133,7 +127,7 @@ static int read_rows(vec_req *r) {
 static int read_removed(vec_req *r) {
   store_vectors *p = r->page;
   int rc;
-  sqlite3_stmt *stmt = sqlite_reader_stmt(r->rd, RS_VEC_REMOVED, &rc);
+  sqlite3_stmt *stmt = sqlite_reader_stmt(r->t.rd, RS_VEC_REMOVED, &rc);
   if (!stmt)
     return fail(r, rc, "preparing the removed ids query");
   sqlite3_bind_text(stmt, 1, r->ns, -1, SQLITE_STATIC);
@@ -158,9 +152,9 @@ static int read_removed(vec_req *r) {
   return rc == SQLITE_DONE ? 0 : fail(r, rc, "reading removed ids");
 }
 
-static void vec_run(rt_work *w) {
-  vec_req *r = SQ_CONTAINER(w, vec_req, work);
-  if (atomic_load(&r->stop)) {
+static void vec_run(sqlite_read_task *t) {
+  vec_req *r = SQ_CONTAINER(t, vec_req, t);
+  if (atomic_load(&r->t.stop)) {
     r->status = ENGRAM_ECANCELED;
     return;
   }
@@ -169,20 +163,20 @@ static void vec_run(rt_work *w) {
     return;
   }
   /* One snapshot for the sequence, the rows and the removed ids. */
-  int rc = sqlite3_exec(r->rd->db, "BEGIN", NULL, NULL, NULL);
+  int rc = sqlite3_exec(r->t.rd->db, "BEGIN", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     fail(r, rc, "starting a read");
     return;
   }
-  if (read_seq(r) == 0 && !atomic_load(&r->stop) && read_rows(r) == 0 &&
-      r->removed && !atomic_load(&r->stop))
+  if (read_seq(r) == 0 && !atomic_load(&r->t.stop) && read_rows(r) == 0 &&
+      r->removed && !atomic_load(&r->t.stop))
     read_removed(r);
-  if (r->status == 0 && atomic_load(&r->stop))
+  if (r->status == 0 && atomic_load(&r->t.stop))
     r->status = ENGRAM_ECANCELED;
   /* Leave the transaction, or the reader keeps an old snapshot (see
    * sqlite_candidates.c about an interrupt landing on the COMMIT). */
-  if (sqlite3_exec(r->rd->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-    sqlite3_exec(r->rd->db, "ROLLBACK", NULL, NULL, NULL);
+  if (sqlite3_exec(r->t.rd->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    sqlite3_exec(r->t.rd->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 static void vec_free(vec_req *r) {
@@ -192,20 +186,14 @@ static void vec_free(vec_req *r) {
   free(r);
 }
 
-static void vec_after(rt_work *w, int status) {
-  vec_req *r = SQ_CONTAINER(w, vec_req, work);
-  sqlite_store *st = r->st;
-  sqlite_task_returned(st);
-  r->running = 0;
-  st->head.queries_running--;
-  if (r->rd) {
-    sqlite_reader_release(st, r->rd);
-    r->rd = NULL;
-  }
-  if (status != 0 || r->cancelled)
-    r->status = ENGRAM_ECANCELED;
+static void vec_done(sqlite_read_task *t, int status) {
+  vec_req *r = SQ_CONTAINER(t, vec_req, t);
+  if (status != 0)
+    r->status = status;
   if (r->status == ENGRAM_ECANCELED)
     snprintf(r->msg, sizeof r->msg, "reading vectors was cancelled");
+  else if (r->status == ENGRAM_ENOMEM && !r->msg[0])
+    snprintf(r->msg, sizeof r->msg, "out of memory reading vectors");
   store_vectors_req *req = r->req;
   req->impl = NULL;
   store_vectors *page = NULL;
@@ -215,32 +203,6 @@ static void vec_after(rt_work *w, int status) {
   }
   req->cb(req, r->status, r->status ? r->msg : NULL, page);
   vec_free(r);
-  sqlite_maybe_close(st);
-}
-
-static int vec_offload(vec_req *r) {
-  r->running = 1;
-  r->st->head.queries_running++;
-  int rc = sqlite_offload(r->st, &r->work, vec_run, vec_after);
-  if (rc != 0) {
-    r->running = 0;
-    r->st->head.queries_running--;
-  }
-  return rc;
-}
-
-static void vec_granted(reader_wait *w, sqlite_reader *rd) {
-  vec_req *r = SQ_CONTAINER(w, vec_req, wait);
-  r->rd = rd;
-  if (vec_offload(r) != 0) {
-    /* From another operation's callback: not inside sqlite_vectors. */
-    sqlite_reader_release(r->st, rd);
-    r->rd = NULL;
-    store_vectors_req *req = r->req;
-    req->impl = NULL;
-    req->cb(req, ENGRAM_ENOMEM, "out of memory reading vectors", NULL);
-    vec_free(r);
-  }
 }
 
 int sqlite_vectors(store *base, const store_vectors_query *q,
@@ -257,7 +219,10 @@ int sqlite_vectors(store *base, const store_vectors_query *q,
       vec_free(r);
     return ENGRAM_ENOMEM;
   }
-  r->st = st;
+  r->t.st = st;
+  r->t.run = vec_run;
+  r->t.done = vec_done;
+  r->t.what = "vector read";
   r->req = req;
   r->dim = q->dim;
   r->after_seq = q->after_seq;
@@ -269,11 +234,8 @@ int sqlite_vectors(store *base, const store_vectors_query *q,
   }
   r->limit = q->limit;
   r->removed = q->removed;
-  atomic_init(&r->stop, 0);
   req->impl = r;
-  r->rd = sqlite_reader_acquire(st, &r->wait, vec_granted);
-  if (r->rd && vec_offload(r) != 0) {
-    sqlite_reader_release(st, r->rd);
+  if (sqlite_read_task_start(&r->t, 1) != 0) {
     req->impl = NULL;
     vec_free(r);
     return ENGRAM_ENOMEM;
@@ -282,19 +244,8 @@ int sqlite_vectors(store *base, const store_vectors_query *q,
 }
 
 void sqlite_vectors_cancel(store *base, store_vectors_req *req) {
-  sqlite_store *st = (sqlite_store *)base;
+  (void)base;
   vec_req *r = req ? req->impl : NULL;
-  if (!r || r->cancelled)
-    return;
-  r->cancelled = 1;
-  atomic_store(&r->stop, 1);
-  if (r->running) {
-    if (uv_cancel((uv_req_t *)&r->work.req) != 0 && r->rd)
-      sqlite3_interrupt(r->rd->db);
-    return;
-  }
-  sqlite_reader_unwait(st, &r->wait);
-  if (vec_offload(r) != 0)
-    rt_log(st->head.rt, ENGRAM_LOG_ERROR,
-           "cannot finish a cancelled vector read: out of memory");
+  if (r)
+    sqlite_read_task_cancel(&r->t);
 }
