@@ -92,16 +92,6 @@ static engram *open_capturing(void) {
   return scale_open_capturing(db, &captured);
 }
 
-typedef struct hit {
-  char id[ENGRAM_ID_LEN + 1];
-  double score;
-} hit;
-
-typedef struct hits {
-  hit *v;
-  size_t n;
-} hits;
-
 typedef struct query {
   const char *ns;
   const char *text;
@@ -109,13 +99,6 @@ typedef struct query {
   size_t max_scored;
   double meta_weight;
 } query;
-
-static int by_score_desc(const void *a, const void *b) {
-  const hit *x = a, *y = b;
-  if (x->score != y->score)
-    return (x->score < y->score) - (x->score > y->score);
-  return strcmp(x->id, y->id);
-}
 
 static store_candidates_query make_query(const query *q) {
   return (store_candidates_query){.ns = q->ns,
@@ -130,19 +113,9 @@ static store_candidates_query make_query(const query *q) {
 }
 
 /* The pruned side: the store's candidates, matches only, best first. */
-static hits pruned(engram *eg, const query *q) {
+static scale_hits pruned(engram *eg, const query *q) {
   store_candidates_query cq = make_query(q);
-  store_candidates *set = scale_candidates(eg, captured, &cq);
-  hits h = {calloc(set->n + 1, sizeof *h.v), 0};
-  assert_non_null(h.v);
-  for (size_t i = 0; i < set->n; i++) {
-    assert_true(set->hit[i]);
-    snprintf(h.v[h.n].id, sizeof h.v[h.n].id, "%s", set->nodes[i]->id);
-    h.v[h.n++].score = set->score[i];
-  }
-  store_candidates_free(set);
-  qsort(h.v, h.n, sizeof *h.v, by_score_desc);
-  return h;
+  return scale_pruned(eg, captured, &cq);
 }
 
 static char *words_of(const char *text) {
@@ -160,7 +133,7 @@ static PGresult *exec(const char *sql, int n, const char *const *values) {
 }
 
 /* The reference: every match of the namespace scored, best first. */
-static hits unpruned(const query *q) {
+static scale_hits unpruned(const query *q) {
   char mw[32], types[16];
   snprintf(mw, sizeof mw, "%.17g", q->meta_weight);
   snprintf(types, sizeof types, "%u", q->types);
@@ -171,7 +144,7 @@ static hits unpruned(const query *q) {
   const char *values[4] = {q->ns, words, types, mw};
   PGresult *res = exec(sql, 4, values);
   free(words);
-  hits h = {calloc((size_t)PQntuples(res) + 1, sizeof *h.v), 0};
+  scale_hits h = {calloc((size_t)PQntuples(res) + 1, sizeof *h.v), 0};
   assert_non_null(h.v);
   for (int i = 0; i < PQntuples(res); i++) {
     snprintf(h.v[h.n].id, sizeof h.v[h.n].id, "%s", PQgetvalue(res, i, 0));
@@ -181,35 +154,11 @@ static hits unpruned(const query *q) {
   return h;
 }
 
-static const hit *find(const hits *h, const char *id) {
-  for (size_t i = 0; i < h->n; i++)
-    if (strcmp(h->v[i].id, id) == 0)
-      return &h->v[i];
-  return NULL;
-}
-
-static int near(double a, double b) {
-  return a - b < 1e-9 && b - a < 1e-9;
-}
-
-/* The pruned matches are the reference's best LIMIT: at each place the
- * same score, and the same id but where scores tie. */
+/* The pruned matches are the reference's best LIMIT. */
 static void compare_exact(engram *eg, const query *q) {
-  hits p = pruned(eg, q);
-  hits ref = unpruned(q);
-  size_t want = ref.n < LIMIT ? ref.n : LIMIT;
-  if (p.n != want)
-    fail_msg("\"%s\": %zu matches, the reference has %zu", q->text, p.n, want);
-  for (size_t i = 0; i < want; i++) {
-    if (!near(p.v[i].score, ref.v[i].score))
-      fail_msg("\"%s\" #%zu: score %.17g, the reference's %.17g", q->text, i,
-               p.v[i].score, ref.v[i].score);
-    const hit *r = find(&ref, p.v[i].id);
-    if (strcmp(p.v[i].id, ref.v[i].id) != 0 &&
-        !(r && near(r->score, ref.v[i].score)))
-      fail_msg("\"%s\" #%zu: %s, the reference's %s", q->text, i, p.v[i].id,
-               ref.v[i].id);
-  }
+  scale_hits p = pruned(eg, q);
+  scale_hits ref = unpruned(q);
+  scale_check_exact(&p, &ref, LIMIT, q->text);
   free(p.v);
   free(ref.v);
 }
@@ -407,7 +356,7 @@ static void check_scored_set(const PGresult *got, const PGresult *want) {
 static void tiny_budget_pass(engram *eg) {
   /* The planted memory: its rare words, among words in ~1300 rows. */
   query q = {NS, "alpha beta zyxplanted gamma quuxhidden", 0, 100, 1.0};
-  hits p = pruned(eg, &q);
+  scale_hits p = pruned(eg, &q);
   assert_true(p.n > 0);
   assert_string_equal(p.v[0].id, planted);
   free(p.v);
@@ -423,9 +372,9 @@ static void tiny_budget_pass(engram *eg) {
     PQclear(res);
     assert_true(n <= 100);
     p = pruned(eg, &q);
-    hits ref = unpruned(&q);
+    scale_hits ref = unpruned(&q);
     for (size_t k = 0; k < p.n; k++)
-      if (!find(&ref, p.v[k].id))
+      if (!scale_find(&ref, p.v[k].id))
         fail_msg("\"%s\": %s is not a match", q.text, p.v[k].id);
     assert_true(p.n <= LIMIT && (ref.n == 0) == (p.n == 0));
     free(p.v);
@@ -502,7 +451,7 @@ static void test_hostile_text(void **state) {
     query q = {NS, hostile[i], 0, NO_CAP, 1.0};
     compare_exact(eg, &q);
     q.max_scored = 100;
-    hits p = pruned(eg, &q);
+    scale_hits p = pruned(eg, &q);
     free(p.v);
   }
   /* Invalid UTF-8 never reaches the store. */
@@ -540,7 +489,7 @@ static void test_cancel(void **state) {
     store_candidates_free(w.set);
   }
   /* The connections are fine afterwards. */
-  hits p = pruned(eg, &q);
+  scale_hits p = pruned(eg, &q);
   assert_true(p.n > 0);
   free(p.v);
   tu_close(eg);

@@ -58,25 +58,9 @@ static engram *open_capturing(const char *path) {
   return scale_open_capturing(path, &captured);
 }
 
-typedef struct hit {
-  char id[ENGRAM_ID_LEN + 1];
-  long long rowid;
-  double score;
-} hit;
-
-typedef struct hits {
-  hit *v;
-  size_t n;
-} hits;
-
-static int by_score_desc(const void *a, const void *b) {
-  double x = ((const hit *)a)->score, y = ((const hit *)b)->score;
-  return (x < y) - (x > y);
-}
-
 /* The pruned side: the store's candidates, hits only, best first. */
-static hits pruned(engram *eg, const char *ns, const char *text,
-                   size_t max_scored) {
+static scale_hits pruned(engram *eg, const char *ns, const char *text,
+                         size_t max_scored) {
   store_candidates_query q = {.ns = ns,
                               .text = text,
                               .limit = LIMIT,
@@ -86,22 +70,12 @@ static hits pruned(engram *eg, const char *ns, const char *text,
                               .k1 = 0.6,
                               .b = 0.3,
                               .meta_weight = 1.0};
-  store_candidates *set = scale_candidates(eg, captured, &q);
-  hits h = {calloc(set->n + 1, sizeof *h.v), 0};
-  assert_non_null(h.v);
-  for (size_t i = 0; i < set->n; i++) {
-    assert_true(set->hit[i]);
-    snprintf(h.v[h.n].id, sizeof h.v[h.n].id, "%s", set->nodes[i]->id);
-    h.v[h.n++].score = set->score[i];
-  }
-  store_candidates_free(set);
-  qsort(h.v, h.n, sizeof *h.v, by_score_desc);
-  return h;
+  return scale_pruned(eg, captured, &q);
 }
 
 /* The reference: every match of the namespace ranked, as hybrid search
  * did before pruning (engram_rank counting each phrase itself). */
-static hits unpruned(const char *path, const char *ns, const char *text) {
+static scale_hits unpruned(const char *path, const char *ns, const char *text) {
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
                    SQLITE_OK);
@@ -110,7 +84,7 @@ static hits unpruned(const char *path, const char *ns, const char *text) {
   size_t tokens = 0;
   assert_int_equal(
       sqlite_match_build_ns(ns, text, strlen(text), &match, &tokens), 0);
-  hits h = {calloc(8192, sizeof *h.v), 0};
+  scale_hits h = {calloc(8192, sizeof *h.v), 0};
   assert_non_null(h.v);
   if (match) {
     sqlite3_stmt *stmt = NULL;
@@ -135,50 +109,15 @@ static hits unpruned(const char *path, const char *ns, const char *text) {
   }
   free(match);
   sqlite3_close(db);
+  scale_hits_sort(&h); /* ties by id, as the pruned side */
   return h;
-}
-
-static const hit *find(const hits *h, const char *id) {
-  for (size_t i = 0; i < h->n; i++)
-    if (strcmp(h->v[i].id, id) == 0)
-      return &h->v[i];
-  return NULL;
-}
-
-static void near(double a, double b) {
-  if (!(a - b < 1e-9 && b - a < 1e-9))
-    fail_msg("scores differ: %.17g and %.17g", a, b);
-}
-
-/* Every pruned hit is a match with its whole score. */
-static void check_scores(const hits *p, const hits *ref) {
-  for (size_t i = 0; i < p->n; i++) {
-    const hit *r = find(ref, p->v[i].id);
-    if (!r)
-      fail_msg("%s is not a match", p->v[i].id);
-    near(p->v[i].score, r->score);
-  }
-}
-
-/* The pruned hits are the reference's best LIMIT (ties at the boundary
- * may go either way). */
-static void check_exact(const hits *p, const hits *ref) {
-  size_t want = ref->n < LIMIT ? ref->n : LIMIT;
-  assert_int_equal(p->n, want);
-  check_scores(p, ref);
-  for (size_t i = 0; i < want; i++)
-    near(p->v[i].score, ref->v[i].score);
-  double boundary = want ? ref->v[want - 1].score : 0;
-  for (size_t i = 0; i < want; i++)
-    if (ref->v[i].score > boundary + 1e-9 && !find(p, ref->v[i].id))
-      fail_msg("%s (score %.6f) is missing", ref->v[i].id, ref->v[i].score);
 }
 
 static void compare(engram *eg, const char *path, const char *ns,
                     const char *text) {
-  hits p = pruned(eg, ns, text, NO_CAP);
-  hits ref = unpruned(path, ns, text);
-  check_exact(&p, &ref);
+  scale_hits p = pruned(eg, ns, text, NO_CAP);
+  scale_hits ref = unpruned(path, ns, text);
+  scale_check_exact(&p, &ref, LIMIT, text);
   free(p.v);
   free(ref.v);
 }
@@ -229,9 +168,9 @@ static void test_exact_without_budget(void **state) {
     compare(eg, path_two, NS, queries[i]);
   compare(eg, path_two, OTHER, "rare7 alpha beta");
   /* The default budget binds nowhere here either. */
-  hits p = pruned(eg, NS, "mid3 rare12 gamma", 4096);
-  hits ref = unpruned(path_two, NS, "mid3 rare12 gamma");
-  check_exact(&p, &ref);
+  scale_hits p = pruned(eg, NS, "mid3 rare12 gamma", 4096);
+  scale_hits ref = unpruned(path_two, NS, "mid3 rare12 gamma");
+  scale_check_exact(&p, &ref, LIMIT, "mid3 rare12 gamma");
   free(p.v);
   free(ref.v);
   tu_close(eg);
@@ -256,16 +195,16 @@ static void test_tiny_budget(void **state) {
   (void)state;
   engram *eg = open_capturing(path_two);
   for (size_t i = 0; i < NQUERIES; i++) {
-    hits p = pruned(eg, NS, queries[i], 100);
-    hits ref = unpruned(path_two, NS, queries[i]);
-    check_scores(&p, &ref);
+    scale_hits p = pruned(eg, NS, queries[i], 100);
+    scale_hits ref = unpruned(path_two, NS, queries[i]);
+    scale_check_scores(&p, &ref, queries[i]);
     assert_true(p.n > 0 && p.n <= LIMIT);
     free(p.v);
     free(ref.v);
   }
   /* "gamma" is in ~1200 rows: the best LIMIT of its 100 newest. */
-  hits p = pruned(eg, NS, "gamma", 100);
-  hits ref = unpruned(path_two, NS, "gamma");
+  scale_hits p = pruned(eg, NS, "gamma", 100);
+  scale_hits ref = unpruned(path_two, NS, "gamma");
   assert_true(ref.n > 1000);
   assert_int_equal(p.n, LIMIT);
   long long *rowids = malloc(ref.n * sizeof *rowids);
@@ -282,9 +221,9 @@ static void test_tiny_budget(void **state) {
     rowids[best] = -1;
   }
   free(rowids);
-  check_scores(&p, &ref);
+  scale_check_scores(&p, &ref, "gamma");
   for (size_t i = 0; i < p.n; i++)
-    assert_true(find(&ref, p.v[i].id)->rowid >= newest_cut);
+    assert_true(scale_find(&ref, p.v[i].id)->rowid >= newest_cut);
   free(p.v);
   free(ref.v);
   tu_close(eg);
@@ -313,23 +252,23 @@ static void test_odd_queries(void **state) {
   };
   for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
     compare(eg, path_two, NS, odd[i]);
-    hits p = pruned(eg, NS, odd[i], 100);
-    hits ref = unpruned(path_two, NS, odd[i]);
-    check_scores(&p, &ref);
+    scale_hits p = pruned(eg, NS, odd[i], 100);
+    scale_hits ref = unpruned(path_two, NS, odd[i]);
+    scale_check_scores(&p, &ref, odd[i]);
     free(p.v);
     free(ref.v);
   }
-  hits p = pruned(eg, NS, LONG_WORD, NO_CAP);
+  scale_hits p = pruned(eg, NS, LONG_WORD, NO_CAP);
   assert_true(p.n > 0); /* the cut word matches as a prefix */
   free(p.v);
   /* A type filter: every memory here is episodic. */
   for (size_t budget = 100; budget <= NO_CAP; budget *= 100000) {
-    hits all = pruned(eg, NS, "mid3 rare12 gamma", budget);
+    scale_hits all = pruned(eg, NS, "mid3 rare12 gamma", budget);
     want_types = 1u << ENGRAM_EPISODIC;
     p = pruned(eg, NS, "mid3 rare12 gamma", budget);
     assert_int_equal(p.n, all.n);
     for (size_t i = 0; i < p.n; i++)
-      near(p.v[i].score, all.v[i].score);
+      assert_true(scale_near(p.v[i].score, all.v[i].score));
     free(p.v);
     want_types = 1u << ENGRAM_SEMANTIC;
     p = pruned(eg, NS, "mid3 rare12 gamma", budget);
@@ -358,7 +297,7 @@ static void test_counts_follow_writes(void **state) {
   engram *eg = open_capturing(path_two);
   compare(eg, path_two, NS, "rare7 alpha beta");
   compare(eg, path_two, NS, "mid3 rare12 gamma");
-  hits victims = unpruned(path_two, NS, "alpha rare7 mid3");
+  scale_hits victims = unpruned(path_two, NS, "alpha rare7 mid3");
   assert_true(victims.n > 120);
   for (size_t i = 0; i < 96; i += 16) {
     engram_op ops[16];

@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -91,4 +93,70 @@ store_candidates *scale_candidates(engram *eg, store *st,
   assert_int_equal(w.status, 0);
   assert_non_null(w.set);
   return w.set;
+}
+
+static int by_score_desc(const void *a, const void *b) {
+  const scale_hit *x = a, *y = b;
+  if (x->score != y->score)
+    return (x->score < y->score) - (x->score > y->score);
+  return strcmp(x->id, y->id);
+}
+
+void scale_hits_sort(scale_hits *h) {
+  qsort(h->v, h->n, sizeof *h->v, by_score_desc);
+}
+
+scale_hits scale_pruned(engram *eg, store *st,
+                        const store_candidates_query *q) {
+  store_candidates *set = scale_candidates(eg, st, q);
+  scale_hits h = {calloc(set->n + 1, sizeof *h.v), 0};
+  assert_non_null(h.v);
+  for (size_t i = 0; i < set->n; i++) {
+    assert_true(set->hit[i]);
+    snprintf(h.v[h.n].id, sizeof h.v[h.n].id, "%s", set->nodes[i]->id);
+    h.v[h.n++].score = set->score[i];
+  }
+  store_candidates_free(set);
+  scale_hits_sort(&h);
+  return h;
+}
+
+const scale_hit *scale_find(const scale_hits *h, const char *id) {
+  for (size_t i = 0; i < h->n; i++)
+    if (strcmp(h->v[i].id, id) == 0)
+      return &h->v[i];
+  return NULL;
+}
+
+int scale_near(double a, double b) {
+  return a - b < 1e-9 && b - a < 1e-9;
+}
+
+void scale_check_scores(const scale_hits *p, const scale_hits *ref,
+                        const char *text) {
+  for (size_t i = 0; i < p->n; i++) {
+    const scale_hit *r = scale_find(ref, p->v[i].id);
+    if (!r)
+      fail_msg("\"%s\": %s is not a match", text, p->v[i].id);
+    if (!scale_near(p->v[i].score, r->score))
+      fail_msg("\"%s\": %s scores %.17g, the reference %.17g", text, p->v[i].id,
+               p->v[i].score, r->score);
+  }
+}
+
+void scale_check_exact(const scale_hits *p, const scale_hits *ref, size_t limit,
+                       const char *text) {
+  size_t want = ref->n < limit ? ref->n : limit;
+  if (p->n != want)
+    fail_msg("\"%s\": %zu matches, the reference has %zu", text, p->n, want);
+  for (size_t i = 0; i < want; i++) {
+    if (!scale_near(p->v[i].score, ref->v[i].score))
+      fail_msg("\"%s\" #%zu: score %.17g, the reference's %.17g", text, i,
+               p->v[i].score, ref->v[i].score);
+    const scale_hit *r = scale_find(ref, p->v[i].id);
+    if (strcmp(p->v[i].id, ref->v[i].id) != 0 &&
+        !(r && scale_near(r->score, ref->v[i].score)))
+      fail_msg("\"%s\" #%zu: %s, the reference's %s", text, i, p->v[i].id,
+               ref->v[i].id);
+  }
 }

@@ -53,4 +53,38 @@ void scale_on_candidates(store_candidates_req *req, int status,
 store_candidates *scale_candidates(engram *eg, store *st,
                                    const store_candidates_query *q);
 
+/* Matches with their scores, best first, for comparing the pruned
+ * candidates with a reference that scores every match. */
+typedef struct scale_hit {
+  char id[ENGRAM_ID_LEN + 1];
+  long long rowid; /* the reference's, where it has one; else 0 */
+  double score;
+} scale_hit;
+
+typedef struct scale_hits {
+  scale_hit *v; /* free() it */
+  size_t n;
+} scale_hits;
+
+/* Sorts best first (ties by id). */
+void scale_hits_sort(scale_hits *h);
+
+/* The store's candidates for q (whose window must be 0: matches only),
+ * best first. */
+scale_hits scale_pruned(engram *eg, store *st, const store_candidates_query *q);
+
+const scale_hit *scale_find(const scale_hits *h, const char *id);
+
+/* Scores equal within 1e-9. */
+int scale_near(double a, double b);
+
+/* Every pruned hit is a match of the reference, with its whole score. */
+void scale_check_scores(const scale_hits *p, const scale_hits *ref,
+                        const char *text);
+
+/* The pruned hits are the reference's best `limit`: as many, at each
+ * place the same score, and the same id but where scores tie. */
+void scale_check_exact(const scale_hits *p, const scale_hits *ref, size_t limit,
+                       const char *text);
+
 #endif
