@@ -1209,8 +1209,7 @@ static void pg_lock_held_elsewhere(const char *path) {
   add_ok(eg, NS, "readable while locked", 0, id);
   PGconn *other = PQconnectdb(path);
   assert_int_equal(PQstatus(other), CONNECTION_OK);
-  PGresult *r =
-      PQexec(other, "BEGIN; LOCK TABLE memories IN EXCLUSIVE MODE");
+  PGresult *r = PQexec(other, "BEGIN; LOCK TABLE memories IN EXCLUSIVE MODE");
   assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
   PQclear(r);
 
@@ -1631,6 +1630,75 @@ static void test_undecodable_rows_are_reported(void **state) {
   tu_close(eg);
 }
 
+/* A stored vector whose bytes disagree with its recorded dimension (a row
+ * changed by another program) fails the point read and is reported and
+ * skipped by a stream; a vector stored without an embedder's name reads
+ * back under "client". Both backends. */
+static void test_corrupt_vectors_are_reported(void **state) {
+  (void)state;
+  char path[1024];
+  snprintf(path, sizeof path, "%s", tu_db_path("bad-vectors"));
+  engram_options o;
+  engram_options_init(&o);
+  o.embedder.kind = ENGRAM_EMBEDDER_NONE;
+  engram *eg = tu_open(path, &o);
+  const float v[3] = {0.5f, -2.0f, 1e-3f};
+  char id[3][ENGRAM_ID_LEN + 1];
+  for (int i = 0; i < 3; i++) {
+    char content[32];
+    snprintf(content, sizeof content, "vector row %d", i);
+    engram_op op = {.kind = ENGRAM_OP_ADD,
+                    .ns = NS,
+                    .type = ENGRAM_SEMANTIC,
+                    .content = content,
+                    .embedding = v,
+                    .embedding_dim = 3};
+    assert_int_equal(stu_write_ops(eg, &op, 1), 0);
+    assert_int_equal(op.status, 0);
+    memcpy(id[i], op.result_id, sizeof id[i]);
+  }
+  /* 1: twelve bytes said to be four floats; 2: two bytes for three. */
+  char sql[512];
+  if (tu_backend_is_pg()) {
+    snprintf(sql, sizeof sql,
+             "UPDATE memories SET embedding_dim = 4 WHERE id = '%s';"
+             "UPDATE memories SET embedding = '\\x0102'::bytea"
+             " WHERE id = '%s';",
+             id[1], id[2]);
+    tu_pg_exec(path, sql);
+  } else {
+    tu_close(eg);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    snprintf(sql, sizeof sql,
+             "UPDATE memories SET embedding_dim = 4 WHERE id = '%s';"
+             "UPDATE memories SET embedding = X'0102' WHERE id = '%s';",
+             id[1], id[2]);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    eg = tu_open(path, &o);
+  }
+  engram_node *n = NULL;
+  assert_int_equal(stu_get_node(eg, NS, id[0], &n), 0);
+  assert_int_equal(n->embedding_dim, 3);
+  assert_true(n->embedding[0] == v[0] && n->embedding[1] == v[1] &&
+              n->embedding[2] == v[2]);
+  assert_string_equal(n->embedder, "client");
+  assert_string_equal(n->content, "vector row 0");
+  engram_node_free(n);
+  assert_int_equal(stu_get_node(eg, NS, id[1], NULL), ENGRAM_ECORRUPT);
+  assert_int_equal(stu_get_node(eg, NS, id[2], NULL), ENGRAM_ECORRUPT);
+  stu_coll c;
+  engram_query q = {.ns = NS};
+  assert_int_equal(stu_list(eg, &q, 1, &c), 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.nodes[0]->id, id[0]);
+  assert_int_equal(c.errors, 2);
+  assert_int_equal(c.last_error, ENGRAM_ECORRUPT);
+  stu_coll_free(&c);
+  tu_close(eg);
+}
+
 /* The consumer's demand bounds delivery: 1 at a time, and nothing before
  * the first request. */
 static void test_demand_bounds_delivery(void **state) {
@@ -1699,6 +1767,7 @@ int main(void) {
       cmocka_unit_test(test_reader_queue),
       cmocka_unit_test(test_close_with_open_streams),
       cmocka_unit_test(test_undecodable_rows_are_reported),
+      cmocka_unit_test(test_corrupt_vectors_are_reported),
       cmocka_unit_test(test_demand_bounds_delivery),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

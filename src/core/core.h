@@ -27,6 +27,20 @@ uint64_t core_hash(const void *p, size_t n);
 /* 1 when p[0..n) is well-formed UTF-8 (no overlongs, no surrogates, no NUL
  * byte: engram text is NUL-terminated), else 0. */
 int core_utf8_valid(const char *p, size_t n);
+
+/* A node in one allocation (engram_node_free releases it): view's fields,
+ * its strings copied (ns, content_len bytes of content, metadata, and the
+ * embedder's name when there is an embedding; as engram_node_copy), and
+ * room for view->embedding_dim floats, copied from the bytes at vector
+ * (any alignment) or, vector NULL, left for the caller to write at
+ * n->embedding. view->embedding is not read. NULL when out of memory. */
+engram_node *core_node_pack(const engram_node *view, const void *vector);
+
+/* A stored vector's size checked against its recorded dimension: *dim is
+ * set to 0 when there are no bytes; ENGRAM_ECORRUPT, with a message naming
+ * memory id, when they disagree or dim is out of range. */
+int core_node_vector_check(const char *id, size_t bytes, int64_t *dim,
+                           char *msg, size_t msglen);
 /* The largest length <= max that ends on a character boundary of p[0..n). */
 size_t core_utf8_cut(const char *p, size_t n, size_t max);
 

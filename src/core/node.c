@@ -1,7 +1,9 @@
 /*
  * node.c — memory nodes outside the store: names of types and events, and
- * the single-allocation copy a consumer makes to keep a node.
+ * the single-allocation layout of a node (a consumer's copy, and the
+ * backends' decoded rows).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,47 +41,68 @@ const char *engram_event_name(engram_event event) {
   return "unknown";
 }
 
-/* Layout of a copy: the struct, the float embedding (aligned), then the
- * strings ns, content, metadata, each NUL-terminated. */
-engram_node *engram_node_copy(const engram_node *n) {
-  if (!n)
-    return NULL;
-  size_t ns_len = n->ns ? strlen(n->ns) : 0;
-  size_t md_len = n->metadata ? strlen(n->metadata) : 2;
-  size_t emb = n->embedding ? (size_t)n->embedding_dim * sizeof(float) : 0;
-  size_t er_len = emb && n->embedder ? strlen(n->embedder) + 1 : 0;
-  size_t size = sizeof *n + emb + ns_len + 1 + n->content_len + 1 + md_len +
-                1 + er_len;
+/* Layout: the struct, the float embedding (aligned), then the strings
+ * ns, content, metadata and the embedder's name, each NUL-terminated. */
+engram_node *core_node_pack(const engram_node *view, const void *vector) {
+  size_t ns_len = view->ns ? strlen(view->ns) : 0;
+  size_t md_len = view->metadata ? strlen(view->metadata) : 2;
+  size_t emb = (size_t)view->embedding_dim * sizeof(float);
+  size_t er_len = emb && view->embedder ? strlen(view->embedder) + 1 : 0;
+  size_t size = sizeof *view + emb + ns_len + 1 + view->content_len + 1 +
+                md_len + 1 + er_len;
   engram_node *c = malloc(size);
   if (!c)
     return NULL;
-  *c = *n;
+  *c = *view;
   char *p = (char *)(c + 1);
+  c->embedding = NULL;
   if (emb) {
-    memcpy(p, n->embedding, emb);
+    if (vector)
+      memcpy(p, vector, emb);
     c->embedding = (const float *)(void *)p;
     p += emb;
-  } else {
-    c->embedding = NULL;
-    c->embedding_dim = 0;
   }
-  memcpy(p, n->ns ? n->ns : "", ns_len + 1);
+  memcpy(p, view->ns ? view->ns : "", ns_len + 1);
   c->ns = p;
   p += ns_len + 1;
-  if (n->content_len)
-    memcpy(p, n->content, n->content_len);
-  p[n->content_len] = '\0';
+  if (view->content_len)
+    memcpy(p, view->content, view->content_len);
+  p[view->content_len] = '\0';
   c->content = p;
-  p += n->content_len + 1;
-  memcpy(p, n->metadata ? n->metadata : "{}", md_len + 1);
+  p += view->content_len + 1;
+  memcpy(p, view->metadata ? view->metadata : "{}", md_len + 1);
   c->metadata = p;
   p += md_len + 1;
   c->embedder = NULL;
   if (er_len) {
-    memcpy(p, n->embedder, er_len);
+    memcpy(p, view->embedder, er_len);
     c->embedder = p;
   }
   return c;
+}
+
+engram_node *engram_node_copy(const engram_node *n) {
+  if (!n)
+    return NULL;
+  engram_node view = *n;
+  if (!n->embedding)
+    view.embedding_dim = 0;
+  return core_node_pack(&view, n->embedding);
+}
+
+int core_node_vector_check(const char *id, size_t bytes, int64_t *dim,
+                           char *msg, size_t msglen) {
+  if (bytes == 0) {
+    *dim = 0;
+    return 0;
+  }
+  if (*dim <= 0 || *dim > 65536 || (size_t)*dim * sizeof(float) != bytes) {
+    snprintf(msg, msglen,
+             "memory %s has an embedding of %zu bytes for dimension %lld", id,
+             bytes, (long long)*dim);
+    return ENGRAM_ECORRUPT;
+  }
+  return 0;
 }
 
 void engram_node_free(engram_node *n) { free(n); }

@@ -184,75 +184,45 @@ int pg_row_node(const PGresult *res, int row, int col, engram_node **out,
   }
   if (!col_int64(res, row, col + 11, &dim))
     dim = 0;
-  if (bytes == 0)
-    dim = 0;
-  else if (dim <= 0 || dim > 65536 || (size_t)dim * sizeof(float) != bytes) {
-    snprintf(msg, msglen,
-             "memory %s has an embedding of %zu bytes for dimension %lld", id,
-             bytes, (long long)dim);
+  int rc = core_node_vector_check(id, bytes, &dim, msg, msglen);
+  if (rc != 0) {
     PQfreemem(escaped);
-    return ENGRAM_ECORRUPT;
+    return rc;
   }
-
-  size_t embedder_len = 0;
-  const char *embedder = NULL;
+  engram_node view;
+  memset(&view, 0, sizeof view);
+  memcpy(view.id, id, ENGRAM_ID_LEN + 1);
+  view.ns = ns;
+  view.type = (engram_type)type;
+  view.content = content;
+  view.content_len = content_len;
+  view.metadata = metadata;
+  view.content_hash = (uint64_t)hash;
+  view.created_ms = created;
+  view.updated_ms = updated;
+  view.accessed_ms = accessed;
+  view.importance = importance;
+  view.embedding_dim = (uint32_t)dim;
   if (dim > 0) {
-    embedder = col_text(res, row, col + 12, &embedder_len);
-    if (!embedder || embedder_len == 0) {
-      embedder = "client"; /* a vector stored without a name */
-      embedder_len = 6;
-    }
+    size_t embedder_len = 0;
+    view.embedder = col_text(res, row, col + 12, &embedder_len);
+    if (!view.embedder || embedder_len == 0)
+      view.embedder = "client"; /* a vector stored without a name */
   }
-
-  size_t emb = (size_t)dim * sizeof(float);
-  size_t size = sizeof(engram_node) + emb + ns_len + 1 + content_len + 1 +
-                md_len + 1 + (embedder ? embedder_len + 1 : 0);
-  engram_node *n = malloc(size);
+  /* Little-endian float32s, the bytes SQLite's blob holds: unescaped by
+   * libpq, or decoded from hex straight into the node. */
+  int hex = dim > 0 && !escaped;
+  engram_node *n = core_node_pack(&view, escaped);
+  PQfreemem(escaped);
   if (!n) {
-    PQfreemem(escaped);
     snprintf(msg, msglen, "out of memory reading memory %s", id);
     return ENGRAM_ENOMEM;
   }
-  memset(n, 0, sizeof *n);
-  memcpy(n->id, id, ENGRAM_ID_LEN + 1);
-  n->type = (engram_type)type;
-  n->content_hash = (uint64_t)hash;
-  n->created_ms = created;
-  n->updated_ms = updated;
-  n->accessed_ms = accessed;
-  n->importance = importance;
-  char *p = (char *)(n + 1);
-  if (emb) {
-    /* Little-endian float32s, the bytes SQLite's blob holds. */
-    if (escaped) {
-      memcpy(p, escaped, emb);
-    } else if (!unhex(emb_text, emb_len, (unsigned char *)p, emb)) {
-      free(n);
-      snprintf(msg, msglen, "memory %s has a malformed embedding", id);
-      return ENGRAM_ECORRUPT;
-    }
-    n->embedding = (const float *)(void *)p;
-    n->embedding_dim = (uint32_t)dim;
-    p += emb;
-  }
-  PQfreemem(escaped);
-  memcpy(p, ns, ns_len);
-  p[ns_len] = '\0';
-  n->ns = p;
-  p += ns_len + 1;
-  memcpy(p, content, content_len);
-  p[content_len] = '\0';
-  n->content = p;
-  n->content_len = content_len;
-  p += content_len + 1;
-  memcpy(p, metadata, md_len);
-  p[md_len] = '\0';
-  n->metadata = p;
-  p += md_len + 1;
-  if (embedder) {
-    memcpy(p, embedder, embedder_len);
-    p[embedder_len] = '\0';
-    n->embedder = p;
+  if (hex && !unhex(emb_text, emb_len, (unsigned char *)(uintptr_t)n->embedding,
+                    (size_t)dim * sizeof(float))) {
+    engram_node_free(n);
+    snprintf(msg, msglen, "memory %s has a malformed embedding", id);
+    return ENGRAM_ECORRUPT;
   }
   *out = n;
   return 0;

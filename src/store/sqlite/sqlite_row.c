@@ -97,67 +97,36 @@ int sqlite_row_node(sqlite3_stmt *stmt, int col, engram_node **out, char *msg,
     }
   }
   const void *blob = sqlite3_column_blob(stmt, col + 10);
-  size_t blob_len = (size_t)sqlite3_column_bytes(stmt, col + 10);
-  sqlite3_int64 dim = sqlite3_column_int64(stmt, col + 11);
-  if (!blob || blob_len == 0)
-    dim = 0;
-  else if (dim <= 0 || dim > 65536 || (size_t)dim * sizeof(float) != blob_len) {
-    snprintf(msg, msglen,
-             "memory %s has an embedding of %zu bytes for dimension %lld", id,
-             blob_len, (long long)dim);
-    return ENGRAM_ECORRUPT;
-  }
-
-  size_t embedder_len = 0;
-  const char *embedder = NULL;
+  size_t blob_len = blob ? (size_t)sqlite3_column_bytes(stmt, col + 10) : 0;
+  int64_t dim = sqlite3_column_int64(stmt, col + 11);
+  int rc = core_node_vector_check(id, blob_len, &dim, msg, msglen);
+  if (rc != 0)
+    return rc;
+  engram_node view;
+  memset(&view, 0, sizeof view);
+  memcpy(view.id, id, ENGRAM_ID_LEN + 1);
+  view.ns = ns;
+  view.type = (engram_type)type;
+  view.content = content;
+  view.content_len = content_len;
+  view.metadata = metadata;
+  view.content_hash = (uint64_t)sqlite3_column_int64(stmt, col + 4);
+  view.created_ms = sqlite3_column_int64(stmt, col + 5);
+  view.updated_ms = sqlite3_column_int64(stmt, col + 6);
+  view.accessed_ms = sqlite3_column_int64(stmt, col + 7);
+  view.importance = sqlite3_column_double(stmt, col + 8);
+  view.embedding_dim = (uint32_t)dim;
   if (dim > 0) {
-    embedder = text_col(stmt, col + 12, &embedder_len);
-    if (!embedder || embedder_len == 0) {
-      embedder = "client"; /* a vector stored without a name */
-      embedder_len = 6;
-    }
+    size_t embedder_len = 0;
+    view.embedder = text_col(stmt, col + 12, &embedder_len);
+    if (!view.embedder || embedder_len == 0)
+      view.embedder = "client"; /* a vector stored without a name */
   }
-
-  size_t emb = (size_t)dim * sizeof(float);
-  size_t size = sizeof(engram_node) + emb + ns_len + 1 + content_len + 1 +
-                md_len + 1 + (embedder ? embedder_len + 1 : 0);
-  engram_node *n = malloc(size);
+  /* The blob may be unaligned: its bytes are copied, never read as floats. */
+  engram_node *n = core_node_pack(&view, blob);
   if (!n) {
     snprintf(msg, msglen, "out of memory reading memory %s", id);
     return ENGRAM_ENOMEM;
-  }
-  memset(n, 0, sizeof *n);
-  memcpy(n->id, id, ENGRAM_ID_LEN + 1);
-  n->type = (engram_type)type;
-  n->content_hash = (uint64_t)sqlite3_column_int64(stmt, col + 4);
-  n->created_ms = sqlite3_column_int64(stmt, col + 5);
-  n->updated_ms = sqlite3_column_int64(stmt, col + 6);
-  n->accessed_ms = sqlite3_column_int64(stmt, col + 7);
-  n->importance = sqlite3_column_double(stmt, col + 8);
-  char *p = (char *)(n + 1);
-  if (emb) {
-    memcpy(p, blob, emb); /* the blob may be unaligned; p is not */
-    n->embedding = (const float *)(void *)p;
-    n->embedding_dim = (uint32_t)dim;
-    p += emb;
-  }
-  memcpy(p, ns, ns_len);
-  p[ns_len] = '\0';
-  n->ns = p;
-  p += ns_len + 1;
-  memcpy(p, content, content_len);
-  p[content_len] = '\0';
-  n->content = p;
-  n->content_len = content_len;
-  p += content_len + 1;
-  memcpy(p, metadata, md_len);
-  p[md_len] = '\0';
-  n->metadata = p;
-  p += md_len + 1;
-  if (embedder) {
-    memcpy(p, embedder, embedder_len);
-    p[embedder_len] = '\0';
-    n->embedder = p;
   }
   *out = n;
   return 0;
