@@ -174,6 +174,23 @@ static void close_engram(engram *eg) {
 
 /* The file for (seed, vocab, n, type, embedder), written when missing: into a
  * scratch name, renamed once engram closed it (the WAL checkpointed). */
+/* Writes the corpus's first n memories (of cfg's type) into the database
+ * at `where`, a file or a conninfo, in batches of 1000; the seconds it
+ * took. */
+static double fill_timed(const config *cfg, const char *where, size_t n) {
+  corpus *c = corpus_new(cfg->seed, cfg->vocab);
+  if (!c)
+    die("out of memory for the corpus");
+  engram *eg = open_engram(where);
+  uint64_t t0 = stats_now_ns();
+  if (benchdb_fill(eg, NS, cfg->type, c, n, 1000) != 0)
+    die("filling %s failed", where);
+  double secs = (double)(stats_now_ns() - t0) / 1e9;
+  close_engram(eg);
+  corpus_free(c);
+  return secs;
+}
+
 static void ensure_file(const config *cfg, size_t n, char *path, size_t cap) {
   snprintf(path, cap, "%s/search-s%llu-v%zu-n%zu-%s-%s.db", cfg->dir,
            (unsigned long long)cfg->seed, cfg->vocab, n, cfg->type_name,
@@ -187,16 +204,7 @@ static void ensure_file(const config *cfg, size_t n, char *path, size_t cap) {
   char scratch[4200];
   snprintf(scratch, sizeof scratch, "%s.partial", path);
   remove_db(scratch);
-  corpus *c = corpus_new(cfg->seed, cfg->vocab);
-  if (!c)
-    die("out of memory for the corpus");
-  engram *eg = open_engram(scratch);
-  uint64_t t0 = stats_now_ns();
-  if (benchdb_fill(eg, NS, cfg->type, c, n, 1000) != 0)
-    die("filling %s failed", scratch);
-  double secs = (double)(stats_now_ns() - t0) / 1e9;
-  close_engram(eg);
-  corpus_free(c);
+  double secs = fill_timed(cfg, scratch, n);
   if (rename(scratch, path) != 0)
     die("cannot rename %s to %s", scratch, path);
   printf("  file %s: written, %zu memories in %.1f s (%.0f/s, engram_write "
@@ -818,23 +826,15 @@ static void ensure_schema(const config *cfg, size_t n, char *conn, size_t cap) {
   PQclear(r);
   schema_conninfo(cfg->db, name, conn, cap);
   if (found) {
-    printf("  schema %s: reused (same seed, vocabulary and size)\n", name);
+    printf("  schema %s: reused (same seed, vocabulary, size and type)\n",
+           name);
     PQfinish(admin);
     return;
   }
   char scratch_conn[2048];
   pgraw_schema(admin, cfg->db, scratch, scratch_conn, sizeof scratch_conn);
   schema_conninfo(cfg->db, scratch, scratch_conn, sizeof scratch_conn);
-  corpus *c = corpus_new(cfg->seed, cfg->vocab);
-  if (!c)
-    die("out of memory for the corpus");
-  engram *eg = open_engram(scratch_conn);
-  uint64_t t0 = stats_now_ns();
-  if (benchdb_fill(eg, NS, cfg->type, c, n, 1000) != 0)
-    die("filling schema %s failed", scratch);
-  double secs = (double)(stats_now_ns() - t0) / 1e9;
-  close_engram(eg);
-  corpus_free(c);
+  double secs = fill_timed(cfg, scratch_conn, n);
   char sql[256];
   snprintf(sql, sizeof sql, "VACUUM ANALYZE %s.memories", scratch);
   pgraw_exec(admin, sql);
