@@ -125,15 +125,8 @@ enum { V_NS, V_WORDS, V_BUDGET, V_META, V_TYPES, V_LIMIT, V_IDS, V_WINDOW,
        V_VECTORS, V_MATCHES_EXPANDED, V_SEEDS, V_SCORES, NVALUES };
 
 typedef struct cand_req {
-  pg_store *st;
+  pg_read_task t; /* the connection, the exchanges, cancellation */
   store_candidates_req *req;
-  pg_wait wait;
-  pg_exchange ex;
-  pg_conn *conn;  /* held from the first exchange to the end of the last */
-  rt_work work;   /* the no-op task that calls back from the loop */
-  int running;    /* an exchange is on the connection */
-  int deferred;   /* the task is out */
-  int cancelled;
   int lexical;    /* words to match: the lexical step runs first */
   int phase;      /* P_* */
   unsigned read_cmd; /* read_sql's command number in its exchange */
@@ -141,8 +134,6 @@ typedef struct cand_req {
   char *values[NVALUES];
   pg_hit *hits;   /* the matches, best first */
   size_t nhits;
-  int status;
-  char msg[PG_MSG_LEN];
   store_candidates *set;
 } cand_req;
 
@@ -172,32 +163,29 @@ static store_candidates *set_new(size_t n) {
 }
 
 /* Calls back with r's outcome and frees r; nothing of r is held. */
-static void cand_finish(cand_req *r) {
-  if (r->cancelled) {
-    r->status = ENGRAM_ECANCELED;
-    snprintf(r->msg, sizeof r->msg, "the search was cancelled");
-  }
+static void cand_finish(pg_read_task *t) {
+  cand_req *r = PG_CONTAINER(t, cand_req, t);
   store_candidates *set = NULL;
-  if (r->status == 0) {
+  if (r->t.status == 0) {
     if (!r->set)
       r->set = set_new(0);
     if (!r->set) {
-      r->status = ENGRAM_ENOMEM;
-      snprintf(r->msg, sizeof r->msg, "out of memory gathering candidates");
+      r->t.status = ENGRAM_ENOMEM;
+      snprintf(r->t.msg, sizeof r->t.msg, "out of memory gathering candidates");
     }
   }
-  if (r->status == 0) {
+  if (r->t.status == 0) {
     set = r->set;
     r->set = NULL;
-  } else if (r->status != ENGRAM_ECANCELED) {
-    rt_log(r->st->head.rt, ENGRAM_LOG_ERROR, "a hybrid search failed: %s",
-           r->msg);
+  } else if (r->t.status != ENGRAM_ECANCELED) {
+    rt_log(r->t.st->head.rt, ENGRAM_LOG_ERROR, "a hybrid search failed: %s",
+           r->t.msg);
   }
   store_candidates_req *req = r->req;
   req->impl = NULL;
-  int status = r->status;
+  int status = r->t.status;
   char msg[PG_MSG_LEN];
-  snprintf(msg, sizeof msg, "%s", r->msg);
+  snprintf(msg, sizeof msg, "%s", r->t.msg);
   cand_free(r);
   req->cb(req, status, status ? msg : NULL, set);
 }
@@ -208,8 +196,8 @@ static void read_rows(cand_req *r, const PGresult *res) {
   int rows = PQntuples(res);
   store_candidates *c = set_new((size_t)rows);
   if (!c) {
-    r->status = ENGRAM_ENOMEM;
-    snprintf(r->msg, sizeof r->msg, "out of memory reading candidates");
+    r->t.status = ENGRAM_ENOMEM;
+    snprintf(r->t.msg, sizeof r->t.msg, "out of memory reading candidates");
     return;
   }
   r->set = c;
@@ -219,13 +207,13 @@ static void read_rows(cand_req *r, const PGresult *res) {
     char msg[PG_MSG_LEN];
     int code = pg_row_node(res, i, 0, &node, msg, sizeof msg);
     if (code == ENGRAM_ENOMEM) {
-      r->status = code;
-      snprintf(r->msg, sizeof r->msg, "%s", msg);
+      r->t.status = code;
+      snprintf(r->t.msg, sizeof r->t.msg, "%s", msg);
       return;
     }
     if (code != 0) {
       /* Left out; what came after it is no longer known to follow. */
-      rt_log(r->st->head.rt, ENGRAM_LOG_WARN, "a candidate was left out: %s",
+      rt_log(r->t.st->head.rt, ENGRAM_LOG_WARN, "a candidate was left out: %s",
              msg);
       lost_prev = 1;
       continue;
@@ -246,18 +234,18 @@ static void read_rows(cand_req *r, const PGresult *res) {
 }
 
 static void ex_result(pg_exchange *ex, unsigned cmd, PGresult *res) {
-  cand_req *r = ex->data;
-  if (r->status != 0 || r->cancelled)
+  cand_req *r = PG_CONTAINER((pg_read_task *)ex->data, cand_req, t);
+  if (r->t.status != 0 || r->t.cancelled)
     return;
   if (!pg_result_ok(res)) {
-    r->status =
-        pg_result_fail(res, "gathering hybrid search candidates", r->msg,
-                       sizeof r->msg);
+    r->t.status =
+        pg_result_fail(res, "gathering hybrid search candidates", r->t.msg,
+                       sizeof r->t.msg);
     return;
   }
   if (r->phase == P_TERMS && cmd == TERMS_CMD)
-    r->status = pg_terms_rank(res, &r->rank, &r->hits, &r->nhits, r->msg,
-                              sizeof r->msg);
+    r->t.status = pg_terms_rank(res, &r->rank, &r->hits, &r->nhits, r->t.msg,
+                              sizeof r->t.msg);
   else if (r->phase == P_READ && cmd == r->read_cmd)
     read_rows(r, res);
 }
@@ -304,55 +292,28 @@ static void queue_read(cand_req *r, pg_conn *c, unsigned at) {
   pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
 }
 
-static void start_exchange(cand_req *r) {
-  r->running = 1;
-  r->ex.data = r;
-  pg_exchange_begin(r->conn, &r->ex);
-}
-
 /* The second exchange, on the connection the first one leaves idle and
- * inside the transaction. */
-static int start_read(cand_req *r) {
+ * inside the transaction (the task's `more`): 1 when it was begun. */
+static int cand_more(pg_read_task *t) {
+  cand_req *r = PG_CONTAINER(t, cand_req, t);
+  if (r->phase != P_TERMS)
+    return 0;
   if (format_hits(r) != 0) {
-    r->status = ENGRAM_ENOMEM;
-    snprintf(r->msg, sizeof r->msg, "out of memory gathering candidates");
-    return -1;
+    r->t.status = ENGRAM_ENOMEM;
+    snprintf(r->t.msg, sizeof r->t.msg, "out of memory gathering candidates");
+    return 0;
   }
   r->phase = P_READ;
-  start_exchange(r);
-  queue_read(r, r->conn, 0);
-  pg_exchange_end(r->conn);
-  return 0;
+  pg_read_task_begin(t);
+  queue_read(r, t->conn, 0);
+  pg_exchange_end(t->conn);
+  return 1;
 }
 
-static void ex_done(pg_exchange *ex, int status, const char *msg) {
-  cand_req *r = ex->data;
-  pg_store *st = r->st;
-  r->running = 0;
-  if (status != 0 && r->status == 0) {
-    r->status = status;
-    snprintf(r->msg, sizeof r->msg,
-             "a hybrid search lost its connection: %s",
-             msg ? msg : "no reason given");
-  }
-  if (r->phase == P_TERMS && r->status == 0 && !r->cancelled &&
-      start_read(r) == 0)
-    return;
-  pg_conn *c = r->conn;
-  r->conn = NULL;
-  st->head.queries_running--;
-  /* Given back first, so that waiting work goes on; it rolls back what
-   * an aborted exchange left open. */
-  pg_pool_release(&st->readers, c);
-  cand_finish(r);
-}
-
-static void cand_send(cand_req *r, pg_conn *c) {
-  r->conn = c;
-  r->st->head.queries_running++;
-  r->ex.result = ex_result;
-  r->ex.done = ex_done;
-  start_exchange(r);
+static void cand_send(pg_read_task *t) {
+  cand_req *r = PG_CONTAINER(t, cand_req, t);
+  pg_conn *c = t->conn;
+  pg_read_task_begin(t);
   pg_exchange_sql(c, BEGIN_SQL, 0, NULL, NULL);
   pg_exchange_sql(c, settings_sql, 0, NULL, NULL);
   if (r->lexical) {
@@ -366,46 +327,6 @@ static void cand_send(cand_req *r, pg_conn *c) {
     queue_read(r, c, TERMS_CMD);
   }
   pg_exchange_end(c);
-}
-
-/* A connection came back to the queued request, from another operation's
- * callback: calling back here is not inside pg_candidates. */
-static void cand_granted(pg_wait *w, pg_conn *c, int status, const char *msg) {
-  cand_req *r = PG_CONTAINER(w, cand_req, wait);
-  if (status != 0) {
-    r->status = status;
-    snprintf(r->msg, sizeof r->msg, "%s",
-             msg ? msg : "no PostgreSQL connection for a hybrid search");
-    cand_finish(r);
-    return;
-  }
-  cand_send(r, c);
-}
-
-/* ------------------------------------------------- calling back later */
-
-static void deferred_run(rt_work *w) {
-  (void)w;
-}
-
-static void deferred_after(rt_work *w, int status) {
-  cand_req *r = PG_CONTAINER(w, cand_req, work);
-  (void)status;
-  pg_store *st = r->st;
-  st->tasks--;
-  r->deferred = 0;
-  cand_finish(r);
-  pg_maybe_close(st);
-}
-
-/* Calls back from a no-op task: 0, or ENGRAM_ENOMEM when the thread pool
- * refused it. */
-static int defer(cand_req *r) {
-  if (rt_offload(r->st->head.rt, &r->work, deferred_run, deferred_after) != 0)
-    return ENGRAM_ENOMEM;
-  r->deferred = 1;
-  r->st->tasks++;
-  return 0;
 }
 
 /* ----------------------------------------------------------- the start */
@@ -454,7 +375,12 @@ int pg_candidates(store *base, const store_candidates_query *q,
   cand_req *r = calloc(1, sizeof *r);
   if (!r)
     return ENGRAM_ENOMEM;
-  r->st = st;
+  r->t.st = st;
+  r->t.what = "a hybrid search";
+  r->t.send = cand_send;
+  r->t.more = cand_more;
+  r->t.finish = cand_finish;
+  r->t.ex.result = ex_result;
   r->req = req;
   size_t len = q->text_len ? q->text_len : strlen(q->text);
   size_t words = 0;
@@ -491,49 +417,19 @@ int pg_candidates(store *base, const store_candidates_query *q,
     return ENGRAM_ENOMEM;
   }
   req->impl = r;
-  if (!r->lexical && nids == 0) {
-    /* Nothing to look for: an empty set, still from the loop, later. */
-    if (defer(r) != 0) {
-      req->impl = NULL;
-      cand_free(r);
-      return ENGRAM_ENOMEM;
-    }
-    return 0;
-  }
-  pg_conn *c = NULL;
-  int rc = pg_pool_acquire(&st->readers, &r->wait, cand_granted, &c);
+  /* Nothing to look for: an empty set, still from the loop, later. */
+  int rc = pg_read_task_start(&r->t, r->lexical || nids > 0);
   if (rc != 0) {
-    if (rc == ENGRAM_EIO)
-      rt_log(st->head.rt, ENGRAM_LOG_ERROR, "a hybrid search failed: %s",
-             pg_pool_error(&st->readers));
     req->impl = NULL;
     cand_free(r);
     return rc;
   }
-  if (c)
-    cand_send(r, c);
   return 0;
 }
 
 void pg_candidates_cancel(store *base, store_candidates_req *req) {
-  pg_store *st = (pg_store *)base;
+  (void)base;
   cand_req *r = req ? req->impl : NULL;
-  if (!r || r->cancelled)
-    return;
-  r->cancelled = 1;
-  if (r->running) {
-    pg_conn_cancel(r->conn); /* ex_done calls back */
-    return;
-  }
-  if (r->deferred)
-    return; /* deferred_after calls back, cancelled */
-  /* Waiting for a connection: leave the queue, call back from a task. */
-  if (r->wait.queued)
-    pg_pool_unwait(&st->readers, &r->wait);
-  if (defer(r) != 0) {
-    /* libuv's queue does not refuse work; kept safe all the same: the
-     * request stays cancelled, and its caller waits for nothing else. */
-    rt_log(st->head.rt, ENGRAM_LOG_ERROR,
-           "cannot finish a cancelled hybrid search: out of memory");
-  }
+  if (r)
+    pg_read_task_cancel(&r->t);
 }

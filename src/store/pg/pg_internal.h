@@ -367,6 +367,49 @@ struct pg_store {
  * cancel task). Called by the parts whenever they become quiet. */
 void pg_maybe_close(pg_store *st);
 
+/* pg_task.c: a read that holds one reader connection for one or more
+ * exchanges (the candidates and the vectors operations): waiting for the
+ * connection, its exchanges' end, giving it back, calling back later from
+ * the loop when there is nothing to ask, and cancellation, kept in one
+ * place. Embed it in the request; set st, what, send and finish (more
+ * optionally), the exchange's result hook, then start it. The result hook
+ * finds the task in ex->data. */
+typedef struct pg_read_task pg_read_task;
+struct pg_read_task {
+  pg_store *st;
+  const char *what; /* "a hybrid search": for messages and the log */
+  /* Begins the operation's exchange on t->conn (pg_read_task_begin, then
+   * its commands, then pg_exchange_end). */
+  void (*send)(pg_read_task *t);
+  /* After an exchange that ended well (status 0, not cancelled): 1 when
+   * it began another on t->conn. NULL: one exchange. */
+  int (*more)(pg_read_task *t);
+  /* Once, on the loop, the connection given back, status and msg final
+   * (ENGRAM_ECANCELED when cancelled): calls the request back and frees
+   * it; t is gone when it returns. */
+  void (*finish)(pg_read_task *t);
+  int status;
+  char msg[PG_MSG_LEN];
+  pg_exchange ex;
+  pg_conn *conn; /* held from the first exchange to the end of the last */
+  pg_wait wait;
+  rt_work work; /* the no-op task that calls back from the loop */
+  int running;  /* an exchange is on the connection */
+  int deferred; /* the no-op task is out */
+  int cancelled;
+};
+/* Starts t: with a connection (or once one is free) when `connection`,
+ * else finish follows later from the loop with nothing asked. 0, or an
+ * error (ENGRAM_EIO logged with the server's reason, ENGRAM_ECLOSED,
+ * ENGRAM_ENOMEM): then nothing started and the caller frees. */
+int pg_read_task_start(pg_read_task *t, int connection);
+/* Begins an exchange of t on t->conn (from send, or from more). */
+void pg_read_task_begin(pg_read_task *t);
+/* Cancels t; idempotent. A running exchange is cancelled on the server, a
+ * task waiting for a connection leaves the queue; either way finish
+ * follows once, later, with ENGRAM_ECANCELED. */
+void pg_read_task_cancel(pg_read_task *t);
+
 /* pg_pool.c */
 /* Sets p up (no connection is attempted yet). On ENGRAM_ENOMEM p is still
  * closed with pg_pool_close and freed with pg_pool_free. */

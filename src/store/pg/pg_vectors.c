@@ -40,15 +40,8 @@ static const char removed_sql[] =
 enum { CMD_BEGIN, CMD_SEQ, CMD_PAGE, CMD_REMOVED };
 
 typedef struct vec_req {
-  pg_store *st;
+  pg_read_task t; /* the connection, the exchange, cancellation */
   store_vectors_req *req;
-  pg_wait wait;
-  pg_exchange ex;
-  pg_conn *conn; /* held while the exchange runs */
-  rt_work work;  /* the no-op task that calls back from the loop */
-  int running;
-  int deferred;
-  int cancelled;
   /* the query, as text parameters */
   char *ns;
   char *embedder;
@@ -59,8 +52,6 @@ typedef struct vec_req {
   char limit[24];
   int removed;
   /* the answer */
-  int status;
-  char msg[PG_MSG_LEN];
   store_vectors *page;
 } vec_req;
 
@@ -71,24 +62,21 @@ static void vec_free(vec_req *r) {
   free(r);
 }
 
-static void vec_finish(vec_req *r) {
-  if (r->cancelled) {
-    r->status = ENGRAM_ECANCELED;
-    snprintf(r->msg, sizeof r->msg, "reading vectors was cancelled");
-  }
+static void vec_finish(pg_read_task *t) {
+  vec_req *r = PG_CONTAINER(t, vec_req, t);
   store_vectors *page = NULL;
-  if (r->status == 0) {
+  if (r->t.status == 0) {
     page = r->page;
     r->page = NULL;
-  } else if (r->status != ENGRAM_ECANCELED) {
-    rt_log(r->st->head.rt, ENGRAM_LOG_ERROR, "reading vectors failed: %s",
-           r->msg);
+  } else if (r->t.status != ENGRAM_ECANCELED) {
+    rt_log(r->t.st->head.rt, ENGRAM_LOG_ERROR, "reading vectors failed: %s",
+           r->t.msg);
   }
   store_vectors_req *req = r->req;
   req->impl = NULL;
-  int status = r->status;
+  int status = r->t.status;
   char msg[PG_MSG_LEN];
-  snprintf(msg, sizeof msg, "%s", r->msg);
+  snprintf(msg, sizeof msg, "%s", r->t.msg);
   vec_free(r);
   req->cb(req, status, status ? msg : NULL, page);
 }
@@ -96,9 +84,9 @@ static void vec_finish(vec_req *r) {
 /* ----------------------------------------------------------- the answer */
 
 static int out_of_memory(vec_req *r) {
-  r->status = ENGRAM_ENOMEM;
-  snprintf(r->msg, sizeof r->msg, "out of memory reading vectors");
-  return r->status;
+  r->t.status = ENGRAM_ENOMEM;
+  snprintf(r->t.msg, sizeof r->t.msg, "out of memory reading vectors");
+  return r->t.status;
 }
 
 static int hexval(char c) {
@@ -201,11 +189,12 @@ static void read_removed(vec_req *r, const PGresult *res) {
 }
 
 static void ex_result(pg_exchange *ex, unsigned cmd, PGresult *res) {
-  vec_req *r = ex->data;
-  if (r->status != 0 || r->cancelled)
+  vec_req *r = PG_CONTAINER((pg_read_task *)ex->data, vec_req, t);
+  if (r->t.status != 0 || r->t.cancelled)
     return;
   if (!pg_result_ok(res)) {
-    r->status = pg_result_fail(res, "reading vectors", r->msg, sizeof r->msg);
+    r->t.status =
+        pg_result_fail(res, "reading vectors", r->t.msg, sizeof r->t.msg);
     return;
   }
   if (cmd == CMD_SEQ)
@@ -216,33 +205,13 @@ static void ex_result(pg_exchange *ex, unsigned cmd, PGresult *res) {
     read_removed(r, res);
 }
 
-static void ex_done(pg_exchange *ex, int status, const char *msg) {
-  vec_req *r = ex->data;
-  pg_store *st = r->st;
-  r->running = 0;
-  st->head.queries_running--;
-  if (status != 0 && r->status == 0) {
-    r->status = status;
-    snprintf(r->msg, sizeof r->msg, "reading vectors lost its connection: %s",
-             msg ? msg : "no reason given");
-  }
-  pg_conn *c = r->conn;
-  r->conn = NULL;
-  pg_pool_release(&st->readers, c);
-  vec_finish(r);
-}
-
-static void vec_send(vec_req *r, pg_conn *c) {
-  r->conn = c;
-  r->running = 1;
-  r->st->head.queries_running++;
-  r->ex.result = ex_result;
-  r->ex.done = ex_done;
-  r->ex.data = r;
+static void vec_send(pg_read_task *t) {
+  vec_req *r = PG_CONTAINER(t, vec_req, t);
+  pg_conn *c = t->conn;
   const char *seq_values[1] = {r->ns};
   const char *page_values[4] = {r->ns, r->from_seq, r->from_id, r->limit};
   const char *removed_values[2] = {r->ns, r->after_seq};
-  pg_exchange_begin(c, &r->ex);
+  pg_read_task_begin(t);
   pg_exchange_sql(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
                   NULL);
   pg_exchange_sql(c, seq_sql, 1, seq_values, NULL);
@@ -251,34 +220,6 @@ static void vec_send(vec_req *r, pg_conn *c) {
     pg_exchange_sql(c, removed_sql, 2, removed_values, NULL);
   pg_exchange_sql(c, "COMMIT", 0, NULL, NULL);
   pg_exchange_end(c);
-}
-
-static void vec_granted(pg_wait *w, pg_conn *c, int status, const char *msg) {
-  vec_req *r = PG_CONTAINER(w, vec_req, wait);
-  if (status != 0) {
-    r->status = status;
-    snprintf(r->msg, sizeof r->msg, "%s",
-             msg ? msg : "no PostgreSQL connection to read vectors");
-    vec_finish(r);
-    return;
-  }
-  vec_send(r, c);
-}
-
-/* ------------------------------------------------- calling back later */
-
-static void deferred_run(rt_work *w) {
-  (void)w;
-}
-
-static void deferred_after(rt_work *w, int status) {
-  vec_req *r = PG_CONTAINER(w, vec_req, work);
-  (void)status;
-  pg_store *st = r->st;
-  st->tasks--;
-  r->deferred = 0;
-  vec_finish(r);
-  pg_maybe_close(st);
 }
 
 /* ----------------------------------------------------------- the start */
@@ -298,7 +239,11 @@ int pg_vectors(store *base, const store_vectors_query *q,
       vec_free(r);
     return ENGRAM_ENOMEM;
   }
-  r->st = st;
+  r->t.st = st;
+  r->t.what = "reading vectors";
+  r->t.send = vec_send;
+  r->t.finish = vec_finish;
+  r->t.ex.result = ex_result;
   r->req = req;
   r->dim = q->dim;
   r->removed = q->removed;
@@ -309,40 +254,18 @@ int pg_vectors(store *base, const store_vectors_query *q,
            q->after_id ? q->after_id : MAX_UUID);
   snprintf(r->limit, sizeof r->limit, "%zu", q->limit);
   req->impl = r;
-  pg_conn *c = NULL;
-  int rc = pg_pool_acquire(&st->readers, &r->wait, vec_granted, &c);
+  int rc = pg_read_task_start(&r->t, 1);
   if (rc != 0) {
-    if (rc == ENGRAM_EIO)
-      rt_log(st->head.rt, ENGRAM_LOG_ERROR, "reading vectors failed: %s",
-             pg_pool_error(&st->readers));
     req->impl = NULL;
     vec_free(r);
     return rc;
   }
-  if (c)
-    vec_send(r, c);
   return 0;
 }
 
 void pg_vectors_cancel(store *base, store_vectors_req *req) {
-  pg_store *st = (pg_store *)base;
+  (void)base;
   vec_req *r = req ? req->impl : NULL;
-  if (!r || r->cancelled)
-    return;
-  r->cancelled = 1;
-  if (r->running) {
-    pg_conn_cancel(r->conn); /* ex_done calls back */
-    return;
-  }
-  if (r->deferred)
-    return;
-  if (r->wait.queued)
-    pg_pool_unwait(&st->readers, &r->wait);
-  if (rt_offload(st->head.rt, &r->work, deferred_run, deferred_after) != 0) {
-    rt_log(st->head.rt, ENGRAM_LOG_ERROR,
-           "cannot finish a cancelled vector read: out of memory");
-    return;
-  }
-  r->deferred = 1;
-  st->tasks++;
+  if (r)
+    pg_read_task_cancel(&r->t);
 }
