@@ -434,6 +434,10 @@ void pg_schema_migrate(pg_store *st, pg_conn *c,
                        void (*cb)(pg_store *st, int status, const char *msg));
 
 /* pg_row.c */
+/* A bytea column's text (hex output, or escape output through libpq) into
+ * out, exactly `bytes` bytes: 1, 0 when the text is not bytea of that
+ * length, -1 when out of memory. */
+int pg_bytea_read(const char *text, size_t len, void *out, size_t bytes);
 /* Decodes PG_NODE_COLUMNS of row `row` starting at column col into one owned
  * allocation (engram_node_free releases it). 0, or ENGRAM_ECORRUPT /
  * ENGRAM_ENOMEM with a message naming the row. */

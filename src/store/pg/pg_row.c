@@ -110,18 +110,28 @@ static int hex_digit(char c) {
   return -1;
 }
 
-/* Decodes bytea's hex output ("\x0a1b...") into dst, which holds exactly
- * n bytes; 0 when the text is not that. */
-static int unhex(const char *s, size_t len, unsigned char *dst, size_t n) {
-  if (len != 2 + 2 * n || s[0] != '\\' || s[1] != 'x')
-    return 0;
-  for (size_t i = 0; i < n; i++) {
-    int hi = hex_digit(s[2 + 2 * i]), lo = hex_digit(s[3 + 2 * i]);
-    if (hi < 0 || lo < 0)
+int pg_bytea_read(const char *text, size_t len, void *out, size_t bytes) {
+  if (len >= 2 && text[0] == '\\' && text[1] == 'x') {
+    if (len != 2 + 2 * bytes)
       return 0;
-    dst[i] = (unsigned char)(hi << 4 | lo);
+    unsigned char *o = out;
+    for (size_t i = 0; i < bytes; i++) {
+      int hi = hex_digit(text[2 + 2 * i]), lo = hex_digit(text[3 + 2 * i]);
+      if (hi < 0 || lo < 0)
+        return 0;
+      o[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 1;
   }
-  return 1;
+  size_t got = 0; /* bytea_output = escape */
+  unsigned char *raw = PQunescapeBytea((const unsigned char *)text, &got);
+  if (!raw)
+    return -1;
+  int ok = got == bytes;
+  if (ok)
+    memcpy(out, raw, bytes);
+  PQfreemem(raw);
+  return ok;
 }
 
 int pg_row_node(const PGresult *res, int row, int col, engram_node **out,
@@ -218,8 +228,8 @@ int pg_row_node(const PGresult *res, int row, int col, engram_node **out,
     snprintf(msg, msglen, "out of memory reading memory %s", id);
     return ENGRAM_ENOMEM;
   }
-  if (hex && !unhex(emb_text, emb_len, (unsigned char *)(uintptr_t)n->embedding,
-                    (size_t)dim * sizeof(float))) {
+  if (hex && pg_bytea_read(emb_text, emb_len, (void *)(uintptr_t)n->embedding,
+                           (size_t)dim * sizeof(float)) != 1) {
     engram_node_free(n);
     snprintf(msg, msglen, "memory %s has a malformed embedding", id);
     return ENGRAM_ECORRUPT;

@@ -89,43 +89,6 @@ static int out_of_memory(vec_req *r) {
   return r->t.status;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-/* The bytea text of a column into out (exactly bytes bytes); 1 on
- * success, 0 when it is not that long or not bytea text, -1 when out of
- * memory. */
-static int read_bytea(const char *text, size_t len, void *out, size_t bytes) {
-  if (len >= 2 && text[0] == '\\' && text[1] == 'x') {
-    if ((len - 2) / 2 != bytes || (len - 2) % 2 != 0)
-      return 0;
-    unsigned char *o = out;
-    for (size_t i = 0; i < bytes; i++) {
-      int hi = hexval(text[2 + 2 * i]), lo = hexval(text[3 + 2 * i]);
-      if (hi < 0 || lo < 0)
-        return 0;
-      o[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return 1;
-  }
-  size_t got = 0; /* bytea_output = escape */
-  unsigned char *raw = PQunescapeBytea((const unsigned char *)text, &got);
-  if (!raw)
-    return -1;
-  int ok = got == bytes;
-  if (ok)
-    memcpy(out, raw, bytes);
-  PQfreemem(raw);
-  return ok;
-}
-
 static void read_seq(vec_req *r, const PGresult *res) {
   r->page->ns_seq =
       PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
@@ -159,8 +122,8 @@ static void read_page(vec_req *r, const PGresult *res) {
              strcmp(PQgetvalue(res, row, 3), r->embedder) == 0 &&
              strtoul(PQgetvalue(res, row, 4), NULL, 10) == r->dim;
     if (ok) {
-      ok = read_bytea(PQgetvalue(res, row, 5), (size_t)PQgetlength(res, row, 5),
-                      v, bytes);
+      ok = pg_bytea_read(PQgetvalue(res, row, 5),
+                         (size_t)PQgetlength(res, row, 5), v, bytes);
       if (ok < 0) {
         out_of_memory(r);
         return;
