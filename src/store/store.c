@@ -1,7 +1,7 @@
 /*
  * store.c — what every backend shares: the statistics of group commits,
- * marking a failed batch, telling which backend a --db value names, and
- * freeing what reads return.
+ * marking a failed batch, telling which backend a --db value names, the
+ * rows a stream holds for its consumer, and freeing what reads return.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -126,4 +126,38 @@ int store_op_writes_vector(const engram_op *op) {
   return op->embedding && op->embedding_dim > 0 &&
          (op->kind == ENGRAM_OP_ADD || op->kind == STORE_OP_SET_VECTOR ||
           (op->kind == ENGRAM_OP_UPDATE && (op->set & ENGRAM_SET_EMBEDDING)));
+}
+
+int store_items_push(store_items *b, engram_node *node, int code,
+                     const char *msg) {
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    store_item *p = realloc(b->v, cap * sizeof *p);
+    if (!p) {
+      engram_node_free(node);
+      return ENGRAM_ENOMEM;
+    }
+    b->v = p;
+    b->cap = cap;
+  }
+  store_item *it = &b->v[b->n++];
+  it->node = node;
+  it->code = code;
+  it->msg = (!node && msg) ? strdup(msg) : NULL;
+  return 0;
+}
+
+void store_items_drop(store_items *b, size_t from) {
+  for (size_t i = from; i < b->n; i++) {
+    engram_node_free(b->v[i].node);
+    free(b->v[i].msg);
+  }
+  b->n = 0;
+}
+
+void store_items_free(store_items *b) {
+  store_items_drop(b, 0);
+  free(b->v);
+  b->v = NULL;
+  b->cap = 0;
 }

@@ -263,6 +263,30 @@ void store_count_group(store *st, uint64_t ops);
 void store_batch_fail(store_batch *b, int code, const char *why);
 /* Free n history entries / relationships a backend built for a read
  * callback (the strings and the array). */
+/* Rows a backend's stream has decoded and holds for its consumer, in
+ * order: a node (owned), or a row that failed to decode (node NULL; code
+ * and msg say why). */
+typedef struct store_item {
+  engram_node *node;
+  int code;
+  char *msg;
+} store_item;
+
+typedef struct store_items {
+  store_item *v;
+  size_t n, cap;
+} store_items;
+
+/* Appends a row: node (owned from now on), or NULL with code and msg. 0, or
+ * ENGRAM_ENOMEM (node freed). */
+int store_items_push(store_items *b, engram_node *node, int code,
+                     const char *msg);
+/* Frees the rows from index `from` on (those before were handed over) and
+ * empties the buffer. */
+void store_items_drop(store_items *b, size_t from);
+/* Drops every row and frees the array. */
+void store_items_free(store_items *b);
+
 void store_history_free(engram_history_entry *entries, size_t n);
 void store_rels_free(engram_rel *rels, size_t n);
 

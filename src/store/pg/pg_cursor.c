@@ -69,21 +69,7 @@ void pg_cursor_fail_result(pg_cursor *cur, const PGresult *res,
 /* ------------------------------------------------------------ the buffer */
 
 static int push(pg_cursor *cur, engram_node *node, int code, const char *msg) {
-  if (cur->n == cur->cap) {
-    size_t cap = cur->cap ? cur->cap * 2 : 16;
-    pg_item *p = realloc(cur->items, cap * sizeof *p);
-    if (!p) {
-      engram_node_free(node);
-      return ENGRAM_ENOMEM;
-    }
-    cur->items = p;
-    cur->cap = cap;
-  }
-  pg_item *it = &cur->items[cur->n++];
-  it->node = node;
-  it->code = code;
-  it->msg = (!node && msg) ? strdup(msg) : NULL;
-  return 0;
+  return store_items_push(&cur->items, node, code, msg);
 }
 
 int pg_cursor_push_row(pg_cursor *cur, const PGresult *res, int row, int col,
@@ -104,14 +90,6 @@ int pg_cursor_push_row(pg_cursor *cur, const PGresult *res, int row, int col,
     return 0;
   }
   return code == 0;
-}
-
-static void free_items(pg_cursor *cur) {
-  for (size_t i = cur->first; i < cur->n; i++) {
-    engram_node_free(cur->items[i].node);
-    free(cur->items[i].msg);
-  }
-  cur->first = cur->n = 0;
 }
 
 /* ------------------------------------------------------------ the ending */
@@ -197,8 +175,8 @@ void pg_cursor_stmt(pg_cursor *cur, const pg_stmt *stmt,
  * caller look at the demand afterwards). */
 static void emit_buffered(pg_cursor *cur) {
   cur->emitting = 1;
-  while (cur->first < cur->n && !cur->ended) {
-    pg_item *it = &cur->items[cur->first];
+  while (cur->first < cur->items.n && !cur->ended) {
+    store_item *it = &cur->items.v[cur->first];
     if (it->node) {
       if (stream_demand(cur->s) == 0)
         break;
@@ -217,8 +195,8 @@ static void emit_buffered(pg_cursor *cur) {
     }
   }
   cur->emitting = 0;
-  if (cur->first == cur->n)
-    cur->first = cur->n = 0;
+  if (cur->first == cur->items.n)
+    cur->first = cur->items.n = 0;
 }
 
 static void granted(pg_wait *w, pg_conn *c, int status, const char *msg);
@@ -226,7 +204,7 @@ static void granted(pg_wait *w, pg_conn *c, int status, const char *msg);
 /* Runs the cursor forward from an idle state (no exchange, not queued for
  * a connection, not emitting) as far as the demand allows. */
 static void advance(pg_cursor *cur) {
-  if (cur->first < cur->n) {
+  if (cur->first < cur->items.n) {
     emit_buffered(cur);
     if (cur->ended)
       return;
@@ -241,7 +219,7 @@ static void advance(pg_cursor *cur) {
     end_failed(cur);
     return;
   }
-  if (cur->first < cur->n)
+  if (cur->first < cur->items.n)
     return; /* paused with rows in hand */
   if (cur->at_end) {
     cursor_end(cur, 0);
@@ -338,7 +316,6 @@ static void cursor_destroy(void *impl) {
   pg_cursor *cur = impl;
   /* After done: ended, so no exchange, no connection, no place in the
    * queue. */
-  free_items(cur);
-  free(cur->items);
+  store_items_free(&cur->items);
   cur->kind->destroy(cur);
 }

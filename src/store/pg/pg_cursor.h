@@ -33,12 +33,6 @@ typedef struct pg_cursor_kind {
   void (*destroy)(pg_cursor *cur);
 } pg_cursor_kind;
 
-typedef struct pg_item {
-  engram_node *node; /* NULL: a row that failed to decode; code, msg say why */
-  int code;
-  char *msg;
-} pg_item;
-
 struct pg_cursor {
   pg_store *st;
   engram_stream *s;
@@ -57,9 +51,9 @@ struct pg_cursor {
   int at_end;     /* no row left after the buffered ones */
   int rc;         /* the stream's error (first one), 0 while none */
   char msg[PG_MSG_LEN];
-  /* decoded rows not yet emitted: items[first..n) */
-  pg_item *items;
-  size_t first, n, cap;
+  /* decoded rows not yet emitted: items.v[first..items.n) */
+  store_items items;
+  size_t first;
 };
 
 /* Initialises the cursor (zeroed by the caller, with its kind's fields)

@@ -253,12 +253,6 @@ int sqlite_read_relationships(store *base, const char *ns, const char *id,
                               engram_rels_cb cb, void *data);
 
 /* sqlite_stream.c: the cursor machinery shared by the three streams. */
-typedef struct sqlite_item {
-  engram_node *node; /* NULL: a failed row, code and msg say why */
-  int code;
-  char *msg;
-} sqlite_item;
-
 typedef struct sqlite_cursor sqlite_cursor;
 typedef struct cursor_kind {
   /* Thread pool: produce up to cur->want items with bounded work; set
@@ -283,8 +277,7 @@ struct sqlite_cursor {
   int counted;     /* counted in queries_running */
   int empty;       /* nothing to query: finish at the first pull */
   size_t want;
-  sqlite_item *items;
-  size_t nitems, items_cap;
+  store_items items; /* the chunk's rows, handed over by chunk_after */
   int at_end;
   int rc;
   char msg[SQ_MSG_LEN];

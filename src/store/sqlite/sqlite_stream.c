@@ -48,21 +48,7 @@ void sqlite_cursor_attach(sqlite_cursor *cur, sqlite_store *st,
 
 int sqlite_cursor_push(sqlite_cursor *cur, engram_node *node, int code,
                        const char *msg) {
-  if (cur->nitems == cur->items_cap) {
-    size_t cap = cur->items_cap ? cur->items_cap * 2 : 16;
-    sqlite_item *p = realloc(cur->items, cap * sizeof *p);
-    if (!p) {
-      engram_node_free(node);
-      return ENGRAM_ENOMEM;
-    }
-    cur->items = p;
-    cur->items_cap = cap;
-  }
-  sqlite_item *it = &cur->items[cur->nitems++];
-  it->node = node;
-  it->code = code;
-  it->msg = (!node && msg) ? strdup(msg) : NULL;
-  return 0;
+  return store_items_push(&cur->items, node, code, msg);
 }
 
 int sqlite_cursor_push_row(sqlite_cursor *cur, sqlite3_stmt *stmt, int col,
@@ -85,14 +71,6 @@ int sqlite_cursor_push_row(sqlite_cursor *cur, sqlite3_stmt *stmt, int col,
     return 0;
   }
   return code == 0;
-}
-
-static void free_items(sqlite_cursor *cur, size_t from) {
-  for (size_t i = from; i < cur->nitems; i++) {
-    engram_node_free(cur->items[i].node);
-    free(cur->items[i].msg);
-  }
-  cur->nitems = 0;
 }
 
 /* The one way out: nothing of the cursor runs after this. */
@@ -142,7 +120,7 @@ static void chunk_after(rt_work *w, int status) {
   sqlite_task_returned(cur->st);
   cur->running = 0;
   if (cur->cancelled || status != 0) {
-    free_items(cur, 0);
+    store_items_drop(&cur->items, 0);
     cursor_end(cur, ENGRAM_ECANCELED); /* the stream keeps its reason */
     return;
   }
@@ -152,8 +130,8 @@ static void chunk_after(rt_work *w, int status) {
    * the next chunk (a chunk must not fill `items` while they are emitted). */
   cur->emitting = 1;
   size_t i = 0;
-  for (; i < cur->nitems && !cur->ended; i++) {
-    sqlite_item *it = &cur->items[i];
+  for (; i < cur->items.n && !cur->ended; i++) {
+    store_item *it = &cur->items.v[i];
     if (it->node) {
       int more = stream_emit(cur->s, it->node);
       engram_node_free(it->node);
@@ -169,7 +147,7 @@ static void chunk_after(rt_work *w, int status) {
     }
   }
   cur->emitting = 0;
-  free_items(cur, i);
+  store_items_drop(&cur->items, i);
   if (cur->ended)
     return;
   if (!stream_open(cur->s)) {
@@ -244,8 +222,7 @@ static void cursor_cancel(engram_stream *s, void *impl) {
 static void cursor_destroy(void *impl) {
   sqlite_cursor *cur = impl;
   /* After done: ended, so no chunk, no reader, no place in the queue. */
-  free_items(cur, 0);
-  free(cur->items);
+  store_items_free(&cur->items);
   cur->kind->destroy(cur);
 }
 
