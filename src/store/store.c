@@ -40,6 +40,23 @@ int store_db_is_pg(const char *db) {
   return *p == '=';
 }
 
+store_candidates *store_candidates_new(size_t n) {
+  store_candidates *c = calloc(1, sizeof *c);
+  if (!c)
+    return NULL;
+  size_t m = n ? n : 1;
+  c->nodes = calloc(m, sizeof *c->nodes);
+  c->score = calloc(m, sizeof *c->score);
+  c->hit = calloc(m, 1);
+  c->adjacent = calloc(m, 1);
+  c->vhit = calloc(m, 1);
+  if (!c->nodes || !c->score || !c->hit || !c->adjacent || !c->vhit) {
+    store_candidates_free(c);
+    return NULL;
+  }
+  return c;
+}
+
 void store_candidates_free(store_candidates *c) {
   if (!c)
     return;

@@ -138,6 +138,9 @@ typedef struct store_candidates {
   unsigned char *vhit;     /* 1: one of the query's ids */
 } store_candidates;
 
+/* An empty set with room for n entries (the backends fill it and set n);
+ * NULL when out of memory. */
+store_candidates *store_candidates_new(size_t n);
 void store_candidates_free(store_candidates *c);
 
 /* A candidates operation in flight: owned by the caller, who keeps it alive

@@ -145,30 +145,13 @@ static void cand_free(cand_req *r) {
   free(r);
 }
 
-static store_candidates *set_new(size_t n) {
-  store_candidates *c = calloc(1, sizeof *c);
-  if (!c)
-    return NULL;
-  size_t m = n ? n : 1;
-  c->nodes = calloc(m, sizeof *c->nodes);
-  c->score = calloc(m, sizeof *c->score);
-  c->hit = calloc(m, 1);
-  c->adjacent = calloc(m, 1);
-  c->vhit = calloc(m, 1);
-  if (!c->nodes || !c->score || !c->hit || !c->adjacent || !c->vhit) {
-    store_candidates_free(c);
-    return NULL;
-  }
-  return c;
-}
-
 /* Calls back with r's outcome and frees r; nothing of r is held. */
 static void cand_finish(pg_read_task *t) {
   cand_req *r = PG_CONTAINER(t, cand_req, t);
   store_candidates *set = NULL;
   if (r->t.status == 0) {
     if (!r->set)
-      r->set = set_new(0);
+      r->set = store_candidates_new(0);
     if (!r->set) {
       r->t.status = ENGRAM_ENOMEM;
       snprintf(r->t.msg, sizeof r->t.msg, "out of memory gathering candidates");
@@ -194,7 +177,7 @@ static void cand_finish(pg_read_task *t) {
 
 static void read_rows(cand_req *r, const PGresult *res) {
   int rows = PQntuples(res);
-  store_candidates *c = set_new((size_t)rows);
+  store_candidates *c = store_candidates_new((size_t)rows);
   if (!c) {
     r->t.status = ENGRAM_ENOMEM;
     snprintf(r->t.msg, sizeof r->t.msg, "out of memory reading candidates");

@@ -752,23 +752,6 @@ static void merge_entries(cand_req *r) {
   r->n = out + 1;
 }
 
-static store_candidates *set_new(size_t n) {
-  store_candidates *c = calloc(1, sizeof *c);
-  if (!c)
-    return NULL;
-  size_t m = n ? n : 1;
-  c->nodes = calloc(m, sizeof *c->nodes);
-  c->score = calloc(m, sizeof *c->score);
-  c->hit = calloc(m, 1);
-  c->adjacent = calloc(m, 1);
-  c->vhit = calloc(m, 1);
-  if (!c->nodes || !c->score || !c->hit || !c->adjacent || !c->vhit) {
-    store_candidates_free(c);
-    return NULL;
-  }
-  return c;
-}
-
 typedef struct by_rowid_item {
   sqlite3_int64 rowid;
   size_t entry;
@@ -842,7 +825,7 @@ static int read_nodes(cand_req *r) {
 /* Step 3: the rows not read yet, then the set. A row that does not decode
  * is left out, and the memory after it loses its adjacency. */
 static int load_nodes(cand_req *r) {
-  store_candidates *c = set_new(r->n);
+  store_candidates *c = store_candidates_new(r->n);
   if (!c)
     return r->status = ENGRAM_ENOMEM;
   r->set = c;
@@ -922,7 +905,7 @@ static void cand_run(sqlite_read_task *t) {
     return;
   }
   if (r->limit == 0 && !r->ids_json) { /* nothing to look for */
-    if (!(r->set = set_new(0)))
+    if (!(r->set = store_candidates_new(0)))
       r->status = ENGRAM_ENOMEM;
     return;
   }
