@@ -172,8 +172,6 @@ static void close_engram(engram *eg) {
   engram_free(eg);
 }
 
-/* The file for (seed, vocab, n, type, embedder), written when missing: into a
- * scratch name, renamed once engram closed it (the WAL checkpointed). */
 /* Writes the corpus's first n memories (of cfg's type) into the database
  * at `where`, a file or a conninfo, in batches of 1000; the seconds it
  * took. */
@@ -191,6 +189,8 @@ static double fill_timed(const config *cfg, const char *where, size_t n) {
   return secs;
 }
 
+/* The file for (seed, vocab, n, type, embedder), written when missing: into a
+ * scratch name, renamed once engram closed it (the WAL checkpointed). */
 static void ensure_file(const config *cfg, size_t n, char *path, size_t cap) {
   snprintf(path, cap, "%s/search-s%llu-v%zu-n%zu-%s-%s.db", cfg->dir,
            (unsigned long long)cfg->seed, cfg->vocab, n, cfg->type_name,

@@ -277,32 +277,32 @@ static void flood_cancel_rest(flood *f) {
   }
 }
 
+/* Request i called back with status and n rows. */
+static void flood_record(flood *f, int i, int status, size_t n) {
+  f->calls[i]++;
+  f->status[i] = status;
+  f->found[i] = n;
+  f->total++;
+  if (f->cancel_rest)
+    flood_cancel_rest(f);
+}
+
 static void flood_on_candidates(store_candidates_req *req, int status,
                                 const char *message, store_candidates *set) {
   flood *f = req->data;
   (void)message;
-  int i = (int)(req - f->creq);
-  f->calls[i]++;
-  f->status[i] = status;
-  f->found[i] = set ? set->n : 0;
+  size_t n = set ? set->n : 0;
   store_candidates_free(set);
-  f->total++;
-  if (f->cancel_rest)
-    flood_cancel_rest(f);
+  flood_record(f, (int)(req - f->creq), status, n);
 }
 
 static void flood_on_vectors(store_vectors_req *req, int status,
                              const char *message, store_vectors *page) {
   flood *f = req->data;
   (void)message;
-  int i = FLOOD + (int)(req - f->vreq);
-  f->calls[i]++;
-  f->status[i] = status;
-  f->found[i] = page ? page->n : 0;
+  size_t n = page ? page->n : 0;
   store_vectors_free(page);
-  f->total++;
-  if (f->cancel_rest)
-    flood_cancel_rest(f);
+  flood_record(f, FLOOD + (int)(req - f->vreq), status, n);
 }
 
 static void flood_start(flood *f, const store_candidates_query *cq,

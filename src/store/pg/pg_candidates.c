@@ -160,9 +160,6 @@ static void cand_finish(pg_read_task *t) {
   if (r->t.status == 0) {
     set = r->set;
     r->set = NULL;
-  } else if (r->t.status != ENGRAM_ECANCELED) {
-    rt_log(r->t.st->head.rt, ENGRAM_LOG_ERROR, "a hybrid search failed: %s",
-           r->t.msg);
   }
   store_candidates_req *req = r->req;
   req->impl = NULL;
@@ -228,7 +225,7 @@ static void ex_result(pg_exchange *ex, unsigned cmd, PGresult *res) {
   }
   if (r->phase == P_TERMS && cmd == TERMS_CMD)
     r->t.status = pg_terms_rank(res, &r->rank, &r->hits, &r->nhits, r->t.msg,
-                              sizeof r->t.msg);
+                                sizeof r->t.msg);
   else if (r->phase == P_READ && cmd == r->read_cmd)
     read_rows(r, res);
 }

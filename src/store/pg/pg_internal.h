@@ -385,8 +385,9 @@ struct pg_read_task {
    * it began another on t->conn. NULL: one exchange. */
   int (*more)(pg_read_task *t);
   /* Once, on the loop, the connection given back, status and msg final
-   * (ENGRAM_ECANCELED when cancelled): calls the request back and frees
-   * it; t is gone when it returns. */
+   * (ENGRAM_ECANCELED when cancelled; a failure already logged as "<what>
+   * failed: <msg>"): calls the request back and frees it; t is gone when
+   * it returns. */
   void (*finish)(pg_read_task *t);
   int status;
   char msg[PG_MSG_LEN];

@@ -163,7 +163,6 @@ int pg_row_node(const PGresult *res, int row, int col, engram_node **out,
   const char *metadata = col_text(res, row, col + 9, &md_len);
   if (!metadata) {
     metadata = "{}";
-    md_len = 2;
   } else if (!core_utf8_valid(metadata, md_len)) {
     snprintf(msg, msglen, "memory %s has metadata that is not UTF-8", id);
     return ENGRAM_EUTF8;

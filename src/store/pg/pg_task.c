@@ -17,6 +17,8 @@ static void task_finish(pg_read_task *t) {
   if (t->cancelled) {
     t->status = ENGRAM_ECANCELED;
     snprintf(t->msg, sizeof t->msg, "%s was cancelled", t->what);
+  } else if (t->status != 0) {
+    rt_log(t->st->head.rt, ENGRAM_LOG_ERROR, "%s failed: %s", t->what, t->msg);
   }
   t->finish(t);
 }

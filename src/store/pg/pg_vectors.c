@@ -68,9 +68,6 @@ static void vec_finish(pg_read_task *t) {
   if (r->t.status == 0) {
     page = r->page;
     r->page = NULL;
-  } else if (r->t.status != ENGRAM_ECANCELED) {
-    rt_log(r->t.st->head.rt, ENGRAM_LOG_ERROR, "reading vectors failed: %s",
-           r->t.msg);
   }
   store_vectors_req *req = r->req;
   req->impl = NULL;

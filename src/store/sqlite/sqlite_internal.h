@@ -207,7 +207,7 @@ struct sqlite_read_task {
    * queued when a reader came). Calls the request back and frees it;
    * t is gone when it returns. */
   void (*done)(sqlite_read_task *t, int status);
-  const char *what; /* for the log: "a search", "a vector read" */
+  const char *what; /* for the log: "search", "vector read" */
   sqlite_reader *rd;
   atomic_int stop; /* cancelled: run stops at its next statement */
   int running;     /* the task is queued or running */

@@ -88,7 +88,6 @@ int sqlite_row_node(sqlite3_stmt *stmt, int col, engram_node **out, char *msg,
     return ENGRAM_EUTF8;
   }
   const char *metadata = "{}";
-  md_len = 2;
   if (!metadata_is_null) {
     metadata = text_col(stmt, col + 9, &md_len);
     if (!metadata) {
