@@ -171,7 +171,28 @@ typedef struct store_vectors_query {
   const char *after_id;
   size_t limit;         /* rows per page, >= 1 */
   int removed;          /* 1: also the ids removed after after_seq */
+  /* The lexical index's catch-up (src/search/lexical_*.c) reads the same
+   * pages: embedder NULL reads no vector (has_vector all 0, vectors
+   * NULL); terms 1 gives each row its indexed terms (store_vectors:
+   * term_start, terms, doc_len). */
+  int terms;
+  /* With terms, on the first page of a catch-up (after_id NULL): these
+   * search words (core_search_words') as the index sees them, in
+   * page->qterms: each word through the backend's own tokenizer and
+   * stemmer, every term it gives, distinct. NULL or 0: none. */
+  const char *const *query_words;
+  size_t nquery_words;
 } store_vectors_query;
+
+/* One indexed term of a row: its text (NUL-terminated, at
+ * store_vectors.term_text + text) and how often it occurs in the row's
+ * content and in its metadata's text values, as the backend's full-text
+ * index counts them. */
+typedef struct store_term {
+  uint32_t text;
+  uint32_t tf_content;
+  uint32_t tf_meta;
+} store_term;
 
 /* One page, one owned allocation per array, freed by store_vectors_free.
  * Rows are in (vseq, id) order. */
@@ -186,6 +207,19 @@ typedef struct store_vectors {
   float *vectors;   /* n * dim; a row without a vector is zeros */
   size_t nremoved;
   char (*removed)[ENGRAM_ID_LEN + 1];
+  /* With terms (else all NULL / 0): row i's distinct terms are
+   * terms[term_start[i] .. term_start[i + 1]) (term_start has n + 1
+   * entries), its length doc_len[i]: the tokens of its content and
+   * metadata values the index counts (what BM25's length normalization
+   * uses). The query's terms are qterms[0 .. nqterms), offsets into
+   * term_text like store_term.text. */
+  uint32_t *term_start;
+  store_term *terms;
+  uint32_t *doc_len;
+  char *term_text;
+  size_t term_text_len;
+  uint32_t *qterms;
+  size_t nqterms;
 } store_vectors;
 
 void store_vectors_free(store_vectors *v);
