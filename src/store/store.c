@@ -140,6 +140,7 @@ void store_vectors_free(store_vectors *v) {
   free(v->terms);
   free(v->doc_len);
   free(v->term_text);
+  free(v->qterm_start);
   free(v->qterms);
   free(v);
 }

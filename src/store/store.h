@@ -179,7 +179,9 @@ typedef struct store_vectors_query {
   /* With terms, on the first page of a catch-up (after_id NULL): these
    * search words (core_search_words') as the index sees them, in
    * page->qterms: each word through the backend's own tokenizer and
-   * stemmer, every term it gives, distinct. NULL or 0: none. */
+   * stemmer, every term it gives (distinct within the word). Several
+   * searches share a catch-up, so the words are theirs together and the
+   * answer is per word. NULL or 0: none. */
   const char *const *query_words;
   size_t nquery_words;
 } store_vectors_query;
@@ -211,13 +213,15 @@ typedef struct store_vectors {
    * terms[term_start[i] .. term_start[i + 1]) (term_start has n + 1
    * entries), its length doc_len[i]: the tokens of its content and
    * metadata values the index counts (what BM25's length normalization
-   * uses). The query's terms are qterms[0 .. nqterms), offsets into
-   * term_text like store_term.text. */
+   * uses). Query word w's terms are qterms[qterm_start[w] ..
+   * qterm_start[w + 1]) (qterm_start has nquery_words + 1 entries; NULL
+   * without query words), offsets into term_text like store_term.text. */
   uint32_t *term_start;
   store_term *terms;
   uint32_t *doc_len;
   char *term_text;
   size_t term_text_len;
+  uint32_t *qterm_start;
   uint32_t *qterms;
   size_t nqterms;
 } store_vectors;
