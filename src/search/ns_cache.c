@@ -1,0 +1,582 @@
+/*
+ * ns_cache.c — a cache's scheduling: namespaces held and evicted,
+ * catch-ups shared by concurrent requests, work, cancellation and close
+ * (ns_cache.h says what it does; the kinds, vector_index.c and
+ * lexical_index.c, say what the data is).
+ *
+ * A request goes through these states:
+ *   NEXT     waiting for the namespace's next catch-up to start;
+ *   GROUP    served by the catch-up running now (every request of the
+ *            group has the same key);
+ *   WORK     its work runs on the data;
+ *   DEFERRED its callback is due from the cache's zero-delay timer (an
+ *            error, a cancel before its work, or nothing to do);
+ *   DONE     called back (and freed by the kind's finish).
+ *
+ * A catch-up of a namespace reads pages from the store, the first from the
+ * namespace's watermark (or from scratch when the key differs or nothing
+ * is loaded), the next ones after the last row read. A page that changes
+ * the namespace is held (`pending`) until no work on it runs; then it is
+ * applied and the next page read. At the end the watermark becomes the
+ * sequence of the first page (rows re-read later are harmless; a delete
+ * missed would not be), the group's requests start their work, and the
+ * next group's catch-up starts, its pages waiting for that work. So the
+ * data never changes under work, and requests alternate with catch-ups
+ * without starving either.
+ *
+ * Freeing happens only at the end of a loop callback of the cache (a store
+ * page, the end of a work unit, the timer): a callback of the caller that
+ * closes the cache or cancels a request never has memory freed under it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "search/ns_cache.h"
+
+#define DEFAULT_MAX_NAMESPACES 256u
+#define DEFAULT_MAX_BYTES ((size_t)1 << 30)
+
+enum { R_NEXT, R_GROUP, R_WORK, R_DEFERRED, R_DONE };
+
+typedef struct req_list {
+  ns_cache_req *head, *tail;
+} req_list;
+
+struct ns_cache_ns {
+  ns_cache *x;
+  char *ns;
+  char key[STORE_SPACE_LEN]; /* what data holds; "" when nothing */
+  int64_t watermark;         /* the sequence seen; -1: nothing loaded */
+  void *data;                /* NULL: nothing loaded */
+  size_t bytes;
+  unsigned works; /* work units on data running */
+  req_list next, group, working;
+  /* the catch-up */
+  int catching; /* from its start to its end */
+  int reading;  /* a store read is out */
+  int reload;   /* from scratch (key changed, or first load) */
+  store_vectors_req vreq;
+  store_vectors *pending; /* a page waiting for work to end */
+  int64_t first_seq;      /* the first page's sequence; -2 before it */
+  int64_t last_seq;       /* the last row read, to continue after */
+  char last_id[ENGRAM_ID_LEN + 1];
+  char cu_key[STORE_SPACE_LEN];
+  size_t cu_limit; /* rows per page of this catch-up */
+  ns_cache_ns *newer, *older; /* the LRU list */
+};
+
+struct ns_cache {
+  rt *rt;
+  store *st;
+  const ns_cache_kind *kind;
+  void *ctx;
+  ns_cache_options o;
+  ns_cache_ns *newest, *oldest;
+  size_t nns;
+  unsigned busy; /* store reads and work out, all namespaces */
+  req_list deferred;
+  uv_timer_t timer;
+  int closing, finalized;
+  void (*close_cb)(void *data);
+  void *close_data;
+  ns_cache_stats stats;
+};
+
+/* ------------------------------------------------------------- lists */
+
+static void list_push(req_list *l, ns_cache_req *r) {
+  r->next = NULL;
+  r->prev = l->tail;
+  if (l->tail)
+    l->tail->next = r;
+  else
+    l->head = r;
+  l->tail = r;
+}
+
+static void list_unlink(req_list *l, ns_cache_req *r) {
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    l->head = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  else
+    l->tail = r->prev;
+  r->prev = r->next = NULL;
+}
+
+static req_list *list_of(ns_cache_req *r) {
+  switch (r->state) {
+  case R_NEXT:
+    return &r->ns->next;
+  case R_GROUP:
+    return &r->ns->group;
+  case R_WORK:
+    return &r->ns->working;
+  case R_DEFERRED:
+    return &r->x->deferred;
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------- calling back */
+
+static void on_timer(uv_timer_t *t);
+
+/* Calls r back (it is in no list); the kind frees it. */
+static void finish(ns_cache_req *r) {
+  r->state = R_DONE;
+  int status = r->cancelled ? ENGRAM_ECANCELED : r->status;
+  if (status == ENGRAM_ECANCELED)
+    snprintf(r->msg, sizeof r->msg, "the %s search was cancelled",
+             r->x->kind->what);
+  r->x->kind->finish(r, status);
+}
+
+/* r's callback comes from the timer, with status (unless cancelled). */
+static void defer(ns_cache_req *r, int status, const char *msg) {
+  ns_cache *x = r->x;
+  if (!r->status && status) {
+    r->status = status;
+    snprintf(r->msg, sizeof r->msg, "%s", msg ? msg : engram_strerror(status));
+  }
+  r->state = R_DEFERRED;
+  list_push(&x->deferred, r);
+  uv_timer_start(&x->timer, on_timer, 0, 0);
+}
+
+/* ----------------------------------------------------- namespaces */
+
+static void ns_unlink_lru(ns_cache *x, ns_cache_ns *n) {
+  if (n->newer)
+    n->newer->older = n->older;
+  else
+    x->newest = n->older;
+  if (n->older)
+    n->older->newer = n->newer;
+  else
+    x->oldest = n->newer;
+  n->newer = n->older = NULL;
+}
+
+static void ns_touch(ns_cache *x, ns_cache_ns *n) {
+  if (x->newest == n)
+    return;
+  if (n->newer || n->older || x->oldest == n)
+    ns_unlink_lru(x, n);
+  n->older = x->newest;
+  if (x->newest)
+    x->newest->newer = n;
+  x->newest = n;
+  if (!x->oldest)
+    x->oldest = n;
+}
+
+static ns_cache_ns *ns_find(ns_cache *x, const char *ns) {
+  for (ns_cache_ns *n = x->newest; n; n = n->older)
+    if (strcmp(n->ns, ns) == 0)
+      return n;
+  return NULL;
+}
+
+static ns_cache_ns *ns_get(ns_cache *x, const char *ns) {
+  ns_cache_ns *n = ns_find(x, ns);
+  if (n)
+    return n;
+  n = calloc(1, sizeof *n);
+  if (!n || !(n->ns = strdup(ns))) {
+    free(n);
+    return NULL;
+  }
+  n->x = x;
+  n->watermark = -1;
+  x->nns++;
+  ns_touch(x, n);
+  return n;
+}
+
+static int ns_idle(const ns_cache_ns *n) {
+  return !n->catching && !n->reading && !n->pending && n->works == 0 &&
+         !n->next.head && !n->group.head && !n->working.head;
+}
+
+static void ns_drop_data(ns_cache *x, ns_cache_ns *n) {
+  if (n->data)
+    x->kind->data_free(n->data);
+  n->data = NULL;
+  n->bytes = 0;
+}
+
+static void ns_free(ns_cache *x, ns_cache_ns *n) {
+  ns_unlink_lru(x, n);
+  x->nns--;
+  store_vectors_free(n->pending);
+  ns_drop_data(x, n);
+  free(n->ns);
+  free(n);
+}
+
+/* Drops idle namespaces, least recently used first, while there are too
+ * many or they hold too much; the most recently used one stays. */
+static void evict(ns_cache *x) {
+  size_t bytes = 0;
+  for (ns_cache_ns *n = x->newest; n; n = n->older)
+    bytes += n->bytes;
+  ns_cache_ns *n = x->oldest;
+  while (n && n != x->newest &&
+         (x->nns > x->o.max_namespaces || bytes > x->o.max_bytes)) {
+    ns_cache_ns *newer = n->newer;
+    if (ns_idle(n)) {
+      bytes -= n->bytes;
+      ns_free(x, n);
+      x->stats.evictions++;
+    }
+    n = newer;
+  }
+}
+
+static void on_closed(uv_handle_t *h) {
+  ns_cache *x = h->data;
+  void (*cb)(void *) = x->close_cb;
+  void *data = x->close_data;
+  free(x);
+  if (cb)
+    cb(data);
+}
+
+/* The end of every loop callback of the cache: evicts, or finishes a
+ * close once nothing is out. */
+static void after(ns_cache *x) {
+  if (x->finalized)
+    return;
+  if (!x->closing) {
+    evict(x);
+    return;
+  }
+  if (x->busy || x->deferred.head)
+    return;
+  x->finalized = 1;
+  while (x->newest)
+    ns_free(x, x->newest);
+  uv_timer_stop(&x->timer);
+  uv_close((uv_handle_t *)&x->timer, on_closed);
+}
+
+/* -------------------------------------------------------------- work */
+
+static void on_page(store_vectors_req *vreq, int status, const char *message,
+                    store_vectors *page);
+static void catchup_start(ns_cache_ns *n);
+static void catchup_continue(ns_cache_ns *n);
+
+/* Starts r's work (the namespace is caught up); r is in no list. */
+static void work_start(ns_cache_req *r) {
+  ns_cache_ns *n = r->ns;
+  ns_cache *x = r->x;
+  r->state = R_WORK;
+  list_push(&n->working, r);
+  unsigned started = x->kind->work_start(r, n->data);
+  r->works = started;
+  n->works += started;
+  x->busy += started;
+  if (started == 0) {
+    list_unlink(&n->working, r);
+    defer(r, r->status, r->msg);
+  } else if (r->status) { /* a unit failed to start: stop the others */
+    x->kind->work_cancel(r);
+  }
+}
+
+void ns_cache_work_done(ns_cache_req *r) {
+  ns_cache_ns *n = r->ns;
+  ns_cache *x = r->x;
+  r->works--;
+  n->works--;
+  x->busy--;
+  if (r->works == 0) {
+    list_unlink(&n->working, r);
+    finish(r);
+  }
+  if (n->works == 0 && n->pending)
+    catchup_continue(n);
+  after(x);
+}
+
+/* ---------------------------------------------------------- catch-up */
+
+/* The catch-up ends: its group works (status 0) or fails; the next group's
+ * catch-up starts. */
+static void catchup_end(ns_cache_ns *n, int status, const char *msg) {
+  n->catching = 0;
+  ns_cache_req *r;
+  while ((r = n->group.head)) {
+    list_unlink(&n->group, r);
+    if (status)
+      defer(r, status, msg);
+    else
+      work_start(r);
+  }
+  if (n->next.head && !n->x->closing)
+    catchup_start(n);
+}
+
+static void read_page(ns_cache_ns *n, int first) {
+  ns_cache *x = n->x;
+  store_vectors_query q = {.ns = n->ns,
+                           .after_seq = n->reload ? -1 : n->watermark,
+                           .after_row_seq = n->last_seq,
+                           .after_id = first ? NULL : n->last_id,
+                           .limit = n->cu_limit,
+                           .removed = first && !n->reload};
+  void *scratch = NULL;
+  int rc = x->kind->page_query(n->group.head, first, &q, &scratch);
+  char msg[NS_CACHE_MSG_LEN];
+  if (rc != 0) {
+    free(scratch);
+    snprintf(msg, sizeof msg, "out of memory reading namespace %s", n->ns);
+    catchup_end(n, rc, msg);
+    return;
+  }
+  n->vreq.cb = on_page;
+  n->vreq.data = n;
+  rc = x->st->ops->vectors ? x->st->ops->vectors(x->st, &q, &n->vreq)
+                           : ENGRAM_EINVAL;
+  free(scratch);
+  if (rc != 0) {
+    snprintf(msg, sizeof msg, "cannot read the %ss of namespace %s: %s",
+             x->kind->what, n->ns,
+             x->st->ops->vectors ? engram_strerror(rc)
+                                 : "this store has no catch-up reads");
+    catchup_end(n, rc, msg);
+    return;
+  }
+  n->reading = 1;
+  x->busy++;
+  x->stats.catchups++;
+}
+
+static void catchup_start(ns_cache_ns *n) {
+  ns_cache_req *first = n->next.head, *r, *next;
+  if (!first || n->catching)
+    return;
+  snprintf(n->cu_key, sizeof n->cu_key, "%s", first->key);
+  for (r = first; r; r = next) {
+    next = r->next;
+    if (strcmp(r->key, n->cu_key) != 0)
+      continue; /* another key: a later catch-up */
+    list_unlink(&n->next, r);
+    r->state = R_GROUP;
+    list_push(&n->group, r);
+  }
+  n->catching = 1;
+  n->first_seq = -2;
+  n->reload = n->watermark < 0 || strcmp(n->key, n->cu_key) != 0;
+  n->cu_limit = n->x->kind->page_limit(n->x->ctx, n->group.head);
+  if (n->cu_limit == 0)
+    n->cu_limit = 1;
+  read_page(n, 1);
+}
+
+/* A page is pending: applies it once no work runs, then reads on or
+ * ends. */
+static void catchup_continue(ns_cache_ns *n) {
+  ns_cache *x = n->x;
+  store_vectors *page = n->pending;
+  if (!n->group.head || x->closing) {
+    /* Nobody waits for it: the watermark stays where it was. */
+    n->pending = NULL;
+    store_vectors_free(page);
+    catchup_end(n, ENGRAM_ECANCELED, NULL);
+    return;
+  }
+  int first = n->first_seq == -2;
+  int changes = page->n || page->nremoved || (first && n->reload);
+  if (changes && n->works > 0)
+    return; /* the last work unit to end comes back here */
+  n->pending = NULL;
+  if (first) {
+    n->first_seq = page->ns_seq;
+    if (n->reload) {
+      ns_drop_data(x, n);
+      n->key[0] = '\0';
+      n->watermark = -1;
+      x->stats.reloads++;
+      if (!(n->data = x->kind->data_new(x->ctx, n->group.head))) {
+        store_vectors_free(page);
+        catchup_end(n, ENGRAM_ENOMEM, "out of memory loading a namespace");
+        return;
+      }
+    }
+  }
+  int rc = x->kind->apply(n->data, page);
+  size_t rows = page->n;
+  if (rc == 0 && rows == n->cu_limit) {
+    n->last_seq = page->seq[rows - 1];
+    memcpy(n->last_id, page->ids[rows - 1], sizeof n->last_id);
+  }
+  store_vectors_free(page);
+  if (rc != 0) {
+    n->bytes = x->kind->bytes(n->data);
+    char msg[NS_CACHE_MSG_LEN];
+    snprintf(msg, sizeof msg, "out of memory loading the %ss of namespace %s",
+             x->kind->what, n->ns);
+    catchup_end(n, rc, msg);
+    return;
+  }
+  if (rows == n->cu_limit) {
+    read_page(n, 0);
+    return;
+  }
+  if (n->works == 0 && x->kind->settle) /* (always, unless no page
+                                             changed anything) */
+    x->kind->settle(x->ctx, n->data);
+  n->watermark = n->first_seq;
+  memcpy(n->key, n->cu_key, sizeof n->key);
+  n->bytes = x->kind->bytes(n->data);
+  catchup_end(n, 0, NULL);
+}
+
+static void on_page(store_vectors_req *vreq, int status, const char *message,
+                    store_vectors *page) {
+  ns_cache_ns *n = vreq->data;
+  ns_cache *x = n->x;
+  n->reading = 0;
+  x->busy--;
+  if (status != 0) {
+    catchup_end(n, status, message);
+    after(x);
+    return;
+  }
+  if (n->first_seq == -2 && x->kind->first_page) {
+    ns_cache_req *r, *next;
+    for (r = n->group.head; r; r = next) {
+      next = r->next;
+      if (x->kind->first_page(r, page) != 0) {
+        list_unlink(&n->group, r);
+        defer(r, ENGRAM_ENOMEM, "out of memory reading a search's terms");
+      }
+    }
+  }
+  n->pending = page;
+  catchup_continue(n);
+  after(x);
+}
+
+static void on_timer(uv_timer_t *t) {
+  ns_cache *x = t->data;
+  req_list due = x->deferred; /* newcomers wait for the next round */
+  x->deferred.head = x->deferred.tail = NULL;
+  ns_cache_req *r;
+  while ((r = due.head)) {
+    list_unlink(&due, r);
+    finish(r);
+  }
+  after(x);
+}
+
+/* ------------------------------------------------------------ the API */
+
+int ns_cache_new(rt *r, store *st, const ns_cache_kind *kind, void *ctx,
+                 const ns_cache_options *o, ns_cache **out) {
+  ns_cache *x = calloc(1, sizeof *x);
+  if (!x)
+    return ENGRAM_ENOMEM;
+  if (o)
+    x->o = *o;
+  if (!x->o.max_namespaces)
+    x->o.max_namespaces = DEFAULT_MAX_NAMESPACES;
+  if (!x->o.max_bytes)
+    x->o.max_bytes = DEFAULT_MAX_BYTES;
+  x->rt = r;
+  x->st = st;
+  x->kind = kind;
+  x->ctx = ctx;
+  uv_timer_init(r->loop, &x->timer);
+  x->timer.data = x;
+  *out = x;
+  return 0;
+}
+
+void ns_cache_close(ns_cache *x, void (*cb)(void *data), void *data) {
+  if (x->closing)
+    return;
+  x->closing = 1;
+  x->close_cb = cb;
+  x->close_data = data;
+  for (ns_cache_ns *n = x->newest; n; n = n->older) {
+    ns_cache_req *r;
+    while ((r = n->next.head)) {
+      list_unlink(&n->next, r);
+      r->cancelled = 1;
+      defer(r, ENGRAM_ECANCELED, NULL);
+    }
+    while ((r = n->group.head)) {
+      list_unlink(&n->group, r);
+      r->cancelled = 1;
+      defer(r, ENGRAM_ECANCELED, NULL);
+    }
+    for (r = n->working.head; r; r = r->next) {
+      r->cancelled = 1;
+      x->kind->work_cancel(r);
+    }
+    if (n->reading)
+      x->st->ops->vectors_cancel(x->st, &n->vreq);
+  }
+  /* after() runs from the timer even when nothing else is out. */
+  uv_timer_start(&x->timer, on_timer, 0, 0);
+}
+
+int ns_cache_start(ns_cache *x, const char *ns, ns_cache_req *r) {
+  if (x->closing)
+    return ENGRAM_ECLOSED;
+  ns_cache_ns *n = ns_get(x, ns);
+  if (!n)
+    return ENGRAM_ENOMEM;
+  r->x = x;
+  r->ns = n;
+  r->state = R_NEXT;
+  list_push(&n->next, r);
+  ns_touch(x, n);
+  if (!n->catching)
+    catchup_start(n); /* a failure to start defers the callbacks */
+  return 0;
+}
+
+void ns_cache_cancel(ns_cache_req *r) {
+  if (!r || r->cancelled || r->state == R_DONE || r->state == R_DEFERRED)
+    return;
+  r->cancelled = 1;
+  ns_cache_ns *n = r->ns;
+  ns_cache *x = r->x;
+  switch (r->state) {
+  case R_NEXT:
+  case R_GROUP:
+    list_unlink(list_of(r), r);
+    defer(r, ENGRAM_ECANCELED, NULL);
+    if (!n->group.head && n->reading)
+      x->st->ops->vectors_cancel(x->st, &n->vreq); /* nobody waits */
+    break;
+  case R_WORK:
+    x->kind->work_cancel(r);
+    break;
+  }
+}
+
+const void *ns_cache_data(const ns_cache_req *r) { return r->ns->data; }
+
+rt *ns_cache_rt(const ns_cache *x) { return x->rt; }
+
+void *ns_cache_ctx(const ns_cache *x) { return x->ctx; }
+
+void ns_cache_get_stats(const ns_cache *x, ns_cache_stats *out) {
+  *out = x->stats;
+  out->namespaces = x->nns;
+  out->rows = 0;
+  out->bytes = 0;
+  for (const ns_cache_ns *n = x->newest; n; n = n->older) {
+    out->rows += n->data ? x->kind->rows(n->data) : 0;
+    out->bytes += n->bytes;
+  }
+}
