@@ -122,6 +122,15 @@ typedef struct store_candidates_query {
    * no word, or limit 0, only these. */
   const char *const *ids;
   size_t nids;
+  /* Lexical matches found by the caller (the lexical index): memories of
+   * ns taken as matches, hit with their score (match_scores[i], > 0),
+   * exactly as the full-text match's would be (neighbours for the best
+   * window_matches turns). limit must be 0 with them: the store matches
+   * nothing itself. Unknown ids, other namespaces and unwanted types are
+   * left out. */
+  const char *const *match_ids;
+  const double *match_scores;
+  size_t nmatch_ids;
 } store_candidates_query;
 
 /* The answer, one owned allocation per array, freed by
