@@ -405,6 +405,10 @@ typedef struct engram_search_options {
                               kept when the query's rarest words match more:
                               1536 (100..10000000; docs/retrieval.md,
                               "Scale") */
+  unsigned lexical_index;  /* 1: the matches are the exact BM25 best of
+                              the in-memory lexical index (the default);
+                              0: the store's full-text match, pruned at
+                              max_scored (docs/retrieval.md, "Scale") */
   unsigned window;         /* neighbours taken each side of a match: 2
                               (0..16) */
   unsigned window_matches; /* the best this many matches take their

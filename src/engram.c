@@ -19,6 +19,7 @@
 #include "rt/stream.h"
 #include "search/embed_http.h"
 #include "search/hybrid.h"
+#include "search/lexical_index.h"
 #include "search/vector_index.h"
 #include "store/store.h"
 #include "engram_internal.h"
@@ -309,21 +310,26 @@ static void on_store_closed(store *st, void *data) {
   on_embedder_closed(eg);
 }
 
-/* The vector index closes before the store, whose reads it may still
- * have out. */
-static void on_index_closed(void *data) {
+/* The indexes close before the store, whose reads they may still have
+ * out: the vector index, then the lexical index, then the store. */
+static void close_indexes(void *data) {
   engram *eg = data;
-  eg->index = NULL;
-  eg->st->ops->close(eg->st, on_store_closed, eg);
+  if (eg->index) {
+    vector_index *x = eg->index;
+    eg->index = NULL;
+    vector_index_close(x, close_indexes, eg);
+  } else if (eg->lexical) {
+    lexical_index *x = eg->lexical;
+    eg->lexical = NULL;
+    lexical_index_close(x, close_indexes, eg);
+  } else {
+    eg->st->ops->close(eg->st, on_store_closed, eg);
+  }
 }
 
 static void on_writes_handed(engram *eg) {
   eg->on_writes_handed = NULL;
-  if (eg->index) {
-    vector_index_close(eg->index, on_index_closed, eg);
-    return;
-  }
-  eg->st->ops->close(eg->st, on_store_closed, eg);
+  close_indexes(eg);
 }
 
 static void on_streams_drained(rt *r, void *data) {
@@ -660,6 +666,13 @@ static int start_hybrid(engram *eg, const engram_query *q, const char *text,
     stream_discard(s);
     return ENGRAM_ENOMEM;
   }
+  /* The lexical index likewise, where the store can feed it. */
+  if (opt->lexical_index && eg->st->ops->vectors && !eg->lexical &&
+      lexical_index_new(&eg->rt, eg->st, NULL, &eg->lexical) != 0) {
+    stream_discard(s);
+    return ENGRAM_ENOMEM;
+  }
+  hq.lexical = opt->lexical_index ? eg->lexical : NULL;
   hq.embedder = eg->embedder;
   hq.index = eg->index;
   hq.space_name = eg->embedder ? eg->embedder->name : NULL;
