@@ -40,9 +40,11 @@ lx_data *lx_data_new(void);
 void lx_data_free(lx_data *d);
 
 /* Applies one catch-up page (a page read with terms): first its removed
- * ids, then each row, which adds the memory's document or replaces it.
- * 0 or ENGRAM_ENOMEM (the page is then partly applied: the caller reads
- * it again, which is harmless). */
+ * ids, then each row, which adds the memory's document or replaces it
+ * (a row with no terms is still a document: it counts in N and avgdl).
+ * 0, ENGRAM_EINVAL for rows without their terms (a page read without
+ * them), or ENGRAM_ENOMEM (the page is then partly applied: the caller
+ * reads it again, which is harmless). */
 int lx_data_apply(lx_data *d, const store_vectors *page);
 
 typedef struct lx_query {
@@ -59,7 +61,9 @@ typedef struct lx_hit {
 } lx_hit;
 
 /* The k best documents with at least one of the terms, best first, in
- * out (room for q->k), their number in *n. 0 or ENGRAM_ENOMEM. */
+ * out (room for q->k), their number in *n. A document whose score is 0
+ * (its terms only in the metadata, meta_weight 0) is not one. 0 or
+ * ENGRAM_ENOMEM. */
 int lx_data_search(const lx_data *d, const lx_query *q, lx_hit *out,
                    size_t *n);
 
