@@ -107,20 +107,6 @@ static void list_unlink(req_list *l, ns_cache_req *r) {
   r->prev = r->next = NULL;
 }
 
-static req_list *list_of(ns_cache_req *r) {
-  switch (r->state) {
-  case R_NEXT:
-    return &r->ns->next;
-  case R_GROUP:
-    return &r->ns->group;
-  case R_WORK:
-    return &r->ns->working;
-  case R_DEFERRED:
-    return &r->x->deferred;
-  }
-  return NULL;
-}
-
 /* ------------------------------------------------- calling back */
 
 static void on_timer(uv_timer_t *t);
@@ -195,6 +181,14 @@ static ns_cache_ns *ns_get(ns_cache *x, const char *ns) {
   x->nns++;
   ns_touch(x, n);
   return n;
+}
+
+/* Some request of the running catch-up's group still wants it. */
+static int group_waiting(const ns_cache_ns *n) {
+  for (const ns_cache_req *r = n->group.head; r; r = r->next)
+    if (!r->cancelled)
+      return 1;
+  return 0;
 }
 
 static int ns_idle(const ns_cache_ns *n) {
@@ -313,7 +307,7 @@ static void catchup_end(ns_cache_ns *n, int status, const char *msg) {
   ns_cache_req *r;
   while ((r = n->group.head)) {
     list_unlink(&n->group, r);
-    if (status)
+    if (status || r->cancelled)
       defer(r, status, msg);
     else
       work_start(r);
@@ -384,7 +378,7 @@ static void catchup_start(ns_cache_ns *n) {
 static void catchup_continue(ns_cache_ns *n) {
   ns_cache *x = n->x;
   store_vectors *page = n->pending;
-  if (!n->group.head || x->closing) {
+  if (!group_waiting(n) || x->closing) {
     /* Nobody waits for it: the watermark stays where it was. */
     n->pending = NULL;
     store_vectors_free(page);
@@ -552,11 +546,19 @@ void ns_cache_cancel(ns_cache_req *r) {
   ns_cache *x = r->x;
   switch (r->state) {
   case R_NEXT:
-  case R_GROUP:
-    list_unlink(list_of(r), r);
+    list_unlink(&n->next, r);
     defer(r, ENGRAM_ECANCELED, NULL);
-    if (!n->group.head && n->reading)
-      x->st->ops->vectors_cancel(x->st, &n->vreq); /* nobody waits */
+    break;
+  case R_GROUP:
+    if (n->reading && !group_waiting(n)) {
+      /* Nobody waits for the store's read: it is cancelled, and r is
+       * called back once it has stopped (catchup_end), so that nothing
+       * started for r runs after its callback. */
+      x->st->ops->vectors_cancel(x->st, &n->vreq);
+    } else {
+      list_unlink(&n->group, r);
+      defer(r, ENGRAM_ECANCELED, NULL);
+    }
     break;
   case R_WORK:
     x->kind->work_cancel(r);
