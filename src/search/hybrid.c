@@ -412,6 +412,16 @@ static void start_candidates(hybrid *h) {
     candidates_start(h);
     return;
   }
+  if (!lexical_index_ready(h->q.lexical, h->ns)) {
+    /* Not loaded yet: the store's match now, the index for later. */
+    int rc = lexical_index_warm(h->q.lexical, h->ns);
+    if (rc != 0 && rc != ENGRAM_ECLOSED)
+      rt_log(stream_rt(h->s), ENGRAM_LOG_WARN,
+             "cannot load namespace %s into the lexical index: %s", h->ns,
+             engram_strerror(rc));
+    candidates_start(h);
+    return;
+  }
   word_list w = {.n = 0};
   core_search_words(h->text, h->q.text_len, take_word, &w);
   int rc = w.failed ? ENGRAM_ENOMEM : 0;

@@ -306,6 +306,29 @@ void lexical_index_cancel(lexical_index_req *r) {
     ns_cache_cancel(&r->head);
 }
 
+int lexical_index_ready(const lexical_index *x, const char *ns) {
+  return ns_cache_loaded(x->c, ns);
+}
+
+static void on_warmed(lexical_index_req *req, int status, const char *msg,
+                      const lexical_index_hit *hits, size_t n, void *data) {
+  (void)req;
+  (void)hits;
+  (void)n;
+  lexical_index *x = data;
+  if (status != 0 && status != ENGRAM_ECANCELED)
+    rt_log(ns_cache_rt(x->c), ENGRAM_LOG_WARN,
+           "loading a namespace into the lexical index failed: %s", msg);
+}
+
+int lexical_index_warm(lexical_index *x, const char *ns) {
+  if (ns_cache_loaded(x->c, ns) || ns_cache_loading(x->c, ns))
+    return 0;
+  lexical_index_query q = {.ns = ns, .k = 1}; /* no word: no search */
+  lexical_index_req *r;
+  return lexical_index_search(x, &q, on_warmed, x, &r);
+}
+
 void lexical_index_get_stats(const lexical_index *x, lexical_index_stats *out) {
   ns_cache_stats s;
   ns_cache_get_stats(x->c, &s);

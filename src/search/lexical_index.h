@@ -83,6 +83,19 @@ int lexical_index_search(lexical_index *x, const lexical_index_query *q,
 /* Idempotent; safe from any callback, including req's own. */
 void lexical_index_cancel(lexical_index_req *req);
 
+/* 1 when namespace ns is loaded: a search of it only catches up with what
+ * changed since the last one. A first load reads every memory of the
+ * namespace (about 3 us a memory on SQLite, several times that on
+ * PostgreSQL: seconds for a large namespace), so hybrid search does not
+ * wait for it: it asks for the load in the background
+ * (lexical_index_warm) and uses the store's full-text match meanwhile. */
+int lexical_index_ready(const lexical_index *x, const char *ns);
+
+/* Starts loading ns in the background, unless it is loaded or loading:
+ * the index owns that work (its close cancels it). 0, or ENGRAM_ECLOSED /
+ * ENGRAM_ENOMEM. */
+int lexical_index_warm(lexical_index *x, const char *ns);
+
 typedef struct lexical_index_stats {
   size_t namespaces;
   size_t docs;  /* memories held, all namespaces */

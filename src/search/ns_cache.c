@@ -160,7 +160,7 @@ static void ns_touch(ns_cache *x, ns_cache_ns *n) {
     x->oldest = n;
 }
 
-static ns_cache_ns *ns_find(ns_cache *x, const char *ns) {
+static ns_cache_ns *ns_find(const ns_cache *x, const char *ns) {
   for (ns_cache_ns *n = x->newest; n; n = n->older)
     if (strcmp(n->ns, ns) == 0)
       return n;
@@ -564,6 +564,16 @@ void ns_cache_cancel(ns_cache_req *r) {
     x->kind->work_cancel(r);
     break;
   }
+}
+
+int ns_cache_loaded(const ns_cache *x, const char *ns) {
+  const ns_cache_ns *n = ns_find(x, ns);
+  return n && n->watermark >= 0;
+}
+
+int ns_cache_loading(const ns_cache *x, const char *ns) {
+  const ns_cache_ns *n = ns_find(x, ns);
+  return n && n->catching && n->reload;
 }
 
 const void *ns_cache_data(const ns_cache_req *r) { return r->ns->data; }

@@ -138,6 +138,11 @@ void ns_cache_cancel(ns_cache_req *r);
  * may be freed inside. */
 void ns_cache_work_done(ns_cache_req *r);
 
+/* Whether namespace ns is loaded (caught up at least once; it may have
+ * changed since), or being loaded from scratch now. */
+int ns_cache_loaded(const ns_cache *x, const char *ns);
+int ns_cache_loading(const ns_cache *x, const char *ns);
+
 /* The data of r's namespace, for its work and its work's ends. */
 const void *ns_cache_data(const ns_cache_req *r);
 
