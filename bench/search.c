@@ -109,6 +109,8 @@ typedef struct side_result {
   double p50, p95, qps; /* microseconds, queries per second */
   double cpu;           /* CPU microseconds per query, the whole process */
   size_t found;         /* questions whose answer was in the top ten */
+  size_t alone;         /* ... and not in the other side's (naive and
+                           hybrid): the paired difference behind recall */
 } side_result;
 
 static void die(const char *fmt, ...)
@@ -593,6 +595,7 @@ static void one_run(const config *cfg, sides *s, const question *qs,
     res[k] = (side_result){0};
   }
   uint64_t cpu[S_COUNT] = {0};
+  int paired[S_COUNT] = {0}; /* the question's answer found, per side */
   /* Naive and hybrid alternate question by question, the first of the two
    * alternating too; lexical and exact get passes of their own afterwards:
    * they rank every match through engram's own connections, and
@@ -611,8 +614,15 @@ static void one_run(const config *cfg, sides *s, const question *qs,
         /* CPU time of the whole process (the thread pool too): unlike
          * latency, it does not count waiting for a CPU on a busy machine. */
         uint64_t c0 = stats_cpu_ns();
-        res[side].found += (size_t)run_side(s, side, &qs[i], &lat[side][i]);
+        int found = run_side(s, side, &qs[i], &lat[side][i]);
         cpu[side] += stats_cpu_ns() - c0;
+        res[side].found += (size_t)found;
+        if (side == S_NAIVE || side == S_HYBRID)
+          paired[side] = found;
+        if (pass == 0 && j == 1 && !cfg->only) { /* both sides ran */
+          res[S_NAIVE].alone += paired[S_NAIVE] && !paired[S_HYBRID];
+          res[S_HYBRID].alone += paired[S_HYBRID] && !paired[S_NAIVE];
+        }
       }
   for (int k = 0; k < s->nsides; k++) {
     uint64_t total = 0;
@@ -708,6 +718,10 @@ static void measure_and_report(const config *cfg, sides *s, const question *qs,
          "%s; recall@10 hybrid %.3f vs naive %.3f (target >=): %s\n",
          n, ratio, speed_ok ? "PASS" : "MISS", recall[S_HYBRID],
          recall[S_NAIVE], recall_ok ? "PASS" : "MISS");
+  if (!cfg->only)
+    printf("  paired (run 1): the answer in hybrid's top ten only: %zu "
+           "questions; in naive's only: %zu\n",
+           runs[S_HYBRID][0].alone, runs[S_NAIVE][0].alone);
   *all_pass &= speed_ok && recall_ok;
   if (s->nsides > S_EXACT)
     printf("  what the cap costs: recall@10 hybrid %.3f, unpruned %.3f; p50 "
