@@ -401,8 +401,10 @@ const char *engram_strategy_name(engram_strategy strategy);
  * you want; every field is checked when a search starts (ENGRAM_EINVAL). */
 typedef struct engram_search_options {
   unsigned candidates;     /* lexical matches ranked: 100 (1..1000) */
-  unsigned max_scored;     /* matches scored at most per search, the newest
-                              kept when the query's rarest words match more:
+  unsigned max_scored;     /* the store's full-text match (lexical_index
+                              0, or a namespace still loading): matches
+                              scored at most per search, the newest kept
+                              when the query's rarest words match more:
                               1536 (100..10000000; docs/retrieval.md,
                               "Scale") */
   unsigned lexical_index;  /* 1: the matches are the exact BM25 best of
