@@ -905,26 +905,9 @@ static void same_ranking(const ranked *a, const ranked *b, const char *text) {
   }
 }
 
-typedef struct preloaded {
-  int done, calls, status;
-} preloaded;
-
-static void on_preload(int status, const char *message, void *data) {
-  preloaded *p = data;
-  p->calls++;
-  p->done = 1;
-  p->status = status;
-  assert_true(status == 0 ? message == NULL : message != NULL);
-}
-
 /* engram_preload(ns), run to its callback. */
 static void preload(engram *eg, const char *ns) {
-  preloaded p = {0};
-  assert_int_equal(engram_preload(eg, ns, on_preload, &p), 0);
-  assert_false(p.done); /* never inside the call */
-  tu_run_until(eg, &p.done);
-  assert_int_equal(p.calls, 1);
-  assert_int_equal(p.status, 0);
+  assert_int_equal(tu_preload(eg, ns), 0);
   assert_non_null(eg->lexical);
   assert_true(lexical_index_ready(eg->lexical, ns));
 }
@@ -1029,9 +1012,8 @@ static void test_hybrid_pruned(void **state) {
   assert_true(lexical_index_ready(eg->lexical, NS));
   assert_int_equal(stats_of(eg->lexical).docs, 501);
   preload(eg, NS); /* loaded already: called back all the same */
-  preloaded none = {0};
-  assert_int_equal(engram_preload(eg, NULL, on_preload, &none), ENGRAM_EINVAL);
-  assert_int_equal(engram_preload(eg, NS, NULL, &none), ENGRAM_EINVAL);
+  assert_int_equal(tu_preload(eg, NULL), ENGRAM_EINVAL);
+  assert_int_equal(engram_preload(eg, NS, NULL, NULL), ENGRAM_EINVAL);
   a = hybrid_of(eg, text, &with);
   ranked b = hybrid_of(eg, text, &pruned);
   assert_true(ranked_find(&a, oldest) >= 0);

@@ -645,14 +645,18 @@ static long fetch_side(cand_req *r, int after, const char *from, size_t max,
 }
 
 /* Conversation turns first (nothing else takes neighbours), vector hits
- * before matches, matches best first. */
+ * before matches, matches best first, ties older first (as PostgreSQL's
+ * read_sql: which of tied matches take neighbours must not depend on the
+ * order they came in). */
 static int by_expansion(const void *a, const void *b) {
   const cand_entry *x = a, *y = b;
   if (x->episodic != y->episodic)
     return x->episodic ? -1 : 1;
   if (x->vhit != y->vhit)
     return x->vhit ? -1 : 1;
-  return (x->score < y->score) - (x->score > y->score);
+  if (x->score != y->score)
+    return x->score < y->score ? 1 : -1;
+  return strcmp(x->id, y->id);
 }
 
 /* The matches whose neighbours are taken, moved to the front: every
