@@ -30,8 +30,6 @@
 struct lexical_index {
   ns_cache *c;
   lexical_index_options o;
-  void (*close_cb)(void *data);
-  void *close_data;
 };
 
 struct lexical_index_req {
@@ -226,6 +224,7 @@ static const ns_cache_kind lexical_kind = {
     .work_start = lk_work_start,
     .work_cancel = lk_work_cancel,
     .finish = lk_finish,
+    .ctx_free = free,
 };
 
 /* ------------------------------------------------------------ the API */
@@ -250,20 +249,9 @@ int lexical_index_new(rt *r, store *st, const lexical_index_options *o,
   return 0;
 }
 
-static void on_cache_closed(void *data) {
-  lexical_index *x = data;
-  void (*cb)(void *) = x->close_cb;
-  void *cb_data = x->close_data;
-  free(x);
-  if (cb)
-    cb(cb_data);
-}
-
 void lexical_index_close(lexical_index *x, void (*cb)(void *data),
                          void *data) {
-  x->close_cb = cb;
-  x->close_data = data;
-  ns_cache_close(x->c, on_cache_closed, x);
+  ns_cache_close(x->c, cb, data);
 }
 
 int lexical_index_search(lexical_index *x, const lexical_index_query *q,

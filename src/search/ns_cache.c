@@ -235,6 +235,8 @@ static void on_closed(uv_handle_t *h) {
   ns_cache *x = h->data;
   void (*cb)(void *) = x->close_cb;
   void *data = x->close_data;
+  if (x->kind->ctx_free)
+    x->kind->ctx_free(x->ctx);
   free(x);
   if (cb)
     cb(data);

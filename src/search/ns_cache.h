@@ -94,6 +94,9 @@ typedef struct ns_cache_kind {
   /* Calls r's caller back with status (r->msg says why when it is not 0)
    * and frees r. */
   void (*finish)(ns_cache_req *r, int status);
+  /* Frees the kind's ctx once the cache is closed, before the close's
+   * callback (may be NULL). */
+  void (*ctx_free)(void *ctx);
 } ns_cache_kind;
 
 typedef struct ns_cache_options {
@@ -118,8 +121,9 @@ int ns_cache_new(rt *r, store *st, const ns_cache_kind *kind, void *ctx,
                  const ns_cache_options *o, ns_cache **out);
 
 /* Cancels every request (their callbacks follow), waits by callback for
- * the store reads and work still running, frees the cache, then calls
- * cb(data) on the loop (never inside this call). cb may be NULL. */
+ * the store reads and work still running, frees the cache (and the kind's
+ * ctx, kind->ctx_free), then calls cb(data) on the loop (never inside
+ * this call). cb may be NULL. */
 void ns_cache_close(ns_cache *x, void (*cb)(void *data), void *data);
 
 /* Queues r (the kind's request, zeroed but for the kind's fields and

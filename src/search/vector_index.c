@@ -26,8 +26,6 @@
 struct vector_index {
   ns_cache *c;
   vector_index_options o;
-  void (*close_cb)(void *data);
-  void *close_data;
 };
 
 struct vector_index_req {
@@ -187,6 +185,7 @@ static const ns_cache_kind vector_kind = {
     .work_start = vk_work_start,
     .work_cancel = vk_work_cancel,
     .finish = vk_finish,
+    .ctx_free = free,
 };
 
 static void on_scan(vector_scan *scan, int status, const vector_hit *hits,
@@ -234,19 +233,8 @@ int vector_index_new(rt *r, store *st, const vector_index_options *o,
   return 0;
 }
 
-static void on_cache_closed(void *data) {
-  vector_index *x = data;
-  void (*cb)(void *) = x->close_cb;
-  void *cb_data = x->close_data;
-  free(x);
-  if (cb)
-    cb(cb_data);
-}
-
 void vector_index_close(vector_index *x, void (*cb)(void *data), void *data) {
-  x->close_cb = cb;
-  x->close_data = data;
-  ns_cache_close(x->c, on_cache_closed, x);
+  ns_cache_close(x->c, cb, data);
 }
 
 int vector_index_search(vector_index *x, const vector_index_query *q,
