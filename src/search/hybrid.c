@@ -302,6 +302,20 @@ static void h_fail(hybrid *h, int status, const char *msg) {
   h_end(h, status);
 }
 
+/* The end of an index step: 1 when the stream ended (cancelled, or the
+ * step failed: logged). */
+static int step_ended(hybrid *h, int status, const char *msg) {
+  if (h->cancelled || status == ENGRAM_ECANCELED) {
+    h_end(h, ENGRAM_ECANCELED);
+    return 1;
+  }
+  if (status != 0) {
+    h_fail(h, status, msg);
+    return 1;
+  }
+  return 0;
+}
+
 static void on_candidates(store_candidates_req *req, int status,
                           const char *message, store_candidates *set) {
   hybrid *h = req->data;
@@ -361,14 +375,8 @@ static void on_lexical(lexical_index_req *req, int status, const char *msg,
   hybrid *h = data;
   (void)req;
   h->lreq = NULL;
-  if (h->cancelled || status == ENGRAM_ECANCELED) {
-    h_end(h, ENGRAM_ECANCELED);
+  if (step_ended(h, status, msg))
     return;
-  }
-  if (status != 0) {
-    h_fail(h, status, msg);
-    return;
-  }
   h->matched = 1;
   if (n > 0) {
     h->match_ids = malloc(n * sizeof *h->match_ids);
@@ -453,14 +461,8 @@ static void on_index(vector_index_req *req, int status, const char *msg,
   hybrid *h = data;
   (void)req;
   h->ireq = NULL;
-  if (h->cancelled || status == ENGRAM_ECANCELED) {
-    h_end(h, ENGRAM_ECANCELED);
+  if (step_ended(h, status, msg))
     return;
-  }
-  if (status != 0) {
-    h_fail(h, status, msg);
-    return;
-  }
   if (n == 0 && h->q.vector_only) {
     h_end(h, 0);
     return;
