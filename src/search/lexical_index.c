@@ -23,10 +23,6 @@
 #include "search/ns_cache.h"
 
 #define DEFAULT_PAGE_ROWS 4096u
-#define REQ_OF_WORK(w)                                                         \
-  ((lexical_index_req *)(void *)((char *)(w) -                                 \
-                                 offsetof(lexical_index_req, work)))
-
 struct lexical_index {
   ns_cache *c;
   lexical_index_options o;
@@ -54,6 +50,12 @@ struct lexical_index_req {
   size_t nhits;
 };
 
+/* The request whose search task w is. */
+static lexical_index_req *req_of_work(rt_work *w) {
+  return (lexical_index_req *)(void *)((char *)w -
+                                       offsetof(lexical_index_req, work));
+}
+
 static void free_strings(char **v, size_t n) {
   for (size_t i = 0; i < n; i++)
     free(v[i]);
@@ -76,15 +78,21 @@ static void *lk_data_new(void *ctx, const ns_cache_req *first) {
   return lx_data_new();
 }
 
-static void lk_data_free(void *data) { lx_data_free(data); }
+static void lk_data_free(void *data) {
+  lx_data_free(data);
+}
 
 static int lk_apply(void *data, const store_vectors *page) {
   return lx_data_apply(data, page);
 }
 
-static size_t lk_bytes(const void *data) { return lx_data_bytes(data); }
+static size_t lk_bytes(const void *data) {
+  return lx_data_bytes(data);
+}
 
-static size_t lk_rows(const void *data) { return lx_data_docs(data); }
+static size_t lk_rows(const void *data) {
+  return lx_data_docs(data);
+}
 
 /* Terms, no vectors; on the first page the words of the whole group. */
 static int lk_page_query(ns_cache_req *head, int first, store_vectors_query *q,
@@ -146,7 +154,7 @@ static int lk_first_page(ns_cache_req *head, const store_vectors *page) {
 }
 
 static void search_run(rt_work *w) {
-  lexical_index_req *r = REQ_OF_WORK(w);
+  lexical_index_req *r = req_of_work(w);
   lx_query q = {.terms = (const char *const *)r->terms,
                 .nterms = r->nterms,
                 .k1 = r->k1,
@@ -158,7 +166,7 @@ static void search_run(rt_work *w) {
 }
 
 static void search_after(rt_work *w, int status) {
-  lexical_index_req *r = REQ_OF_WORK(w);
+  lexical_index_req *r = req_of_work(w);
   /* status UV_ECANCELED: withdrawn by a cancel, which finish reports */
   int failed = status == 0 ? r->search_status : 0;
   if (!failed && status == 0 && !r->head.cancelled && r->nout > 0) {
@@ -191,8 +199,8 @@ static unsigned lk_work_start(ns_cache_req *head, const void *data) {
     rc = rt_offload(ns_cache_rt(head->x), &r->work, search_run, search_after);
   if (rc != 0) {
     head->status = rc;
-    snprintf(head->msg, sizeof head->msg,
-             "cannot start a lexical search: %s", engram_strerror(rc));
+    snprintf(head->msg, sizeof head->msg, "cannot start a lexical search: %s",
+             engram_strerror(rc));
     return 0;
   }
   return 1;
@@ -249,8 +257,7 @@ int lexical_index_new(rt *r, store *st, const lexical_index_options *o,
   return 0;
 }
 
-void lexical_index_close(lexical_index *x, void (*cb)(void *data),
-                         void *data) {
+void lexical_index_close(lexical_index *x, void (*cb)(void *data), void *data) {
   ns_cache_close(x->c, cb, data);
 }
 

@@ -47,8 +47,7 @@ int lexical_index_new(rt *r, store *st, const lexical_index_options *o,
                       lexical_index **out);
 
 /* As vector_index_close. */
-void lexical_index_close(lexical_index *x, void (*cb)(void *data),
-                         void *data);
+void lexical_index_close(lexical_index *x, void (*cb)(void *data), void *data);
 
 typedef struct lexical_index_query {
   const char *ns;
@@ -68,9 +67,8 @@ typedef struct lexical_index_hit {
  * returns; NULL when n is 0), ENGRAM_ECANCELED, or an error with msg. req
  * is freed when the callback returns. */
 typedef void (*lexical_index_cb)(lexical_index_req *req, int status,
-                                 const char *msg,
-                                 const lexical_index_hit *hits, size_t n,
-                                 void *data);
+                                 const char *msg, const lexical_index_hit *hits,
+                                 size_t n, void *data);
 
 /* Starts a search (the query is copied). 0 and *out (valid until the
  * callback has run): cb follows exactly once, later, on the loop. Else

@@ -64,8 +64,7 @@ typedef struct lx_hit {
  * out (room for q->k), their number in *n. A document whose score is 0
  * (its terms only in the metadata, meta_weight 0) is not one. 0 or
  * ENGRAM_ENOMEM. */
-int lx_data_search(const lx_data *d, const lx_query *q, lx_hit *out,
-                   size_t *n);
+int lx_data_search(const lx_data *d, const lx_query *q, lx_hit *out, size_t *n);
 
 /* The memory of a hit's document. */
 const char *lx_data_id(const lx_data *d, uint32_t doc);

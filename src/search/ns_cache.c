@@ -62,7 +62,7 @@ struct ns_cache_ns {
   int64_t last_seq;       /* the last row read, to continue after */
   char last_id[ENGRAM_ID_LEN + 1];
   char cu_key[STORE_SPACE_LEN];
-  size_t cu_limit; /* rows per page of this catch-up */
+  size_t cu_limit;            /* rows per page of this catch-up */
   ns_cache_ns *newer, *older; /* the LRU list */
 };
 
@@ -578,11 +578,17 @@ int ns_cache_loading(const ns_cache *x, const char *ns) {
   return n && n->catching && n->reload;
 }
 
-const void *ns_cache_data(const ns_cache_req *r) { return r->ns->data; }
+const void *ns_cache_data(const ns_cache_req *r) {
+  return r->ns->data;
+}
 
-rt *ns_cache_rt(const ns_cache *x) { return x->rt; }
+rt *ns_cache_rt(const ns_cache *x) {
+  return x->rt;
+}
 
-void *ns_cache_ctx(const ns_cache *x) { return x->ctx; }
+void *ns_cache_ctx(const ns_cache *x) {
+  return x->ctx;
+}
 
 void ns_cache_get_stats(const ns_cache *x, ns_cache_stats *out) {
   *out = x->stats;

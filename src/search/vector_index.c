@@ -74,9 +74,13 @@ static void vk_settle(void *ctx, void *data) {
   vi_data_tune(data, x->o.quantize_rows); /* float if it fails */
 }
 
-static size_t vk_bytes(const void *data) { return vi_data_bytes(data); }
+static size_t vk_bytes(const void *data) {
+  return vi_data_bytes(data);
+}
 
-static size_t vk_rows(const void *data) { return vi_data_rows(data); }
+static size_t vk_rows(const void *data) {
+  return vi_data_rows(data);
+}
 
 static int vk_page_query(ns_cache_req *head, int first, store_vectors_query *q,
                          void **scratch) {
@@ -133,8 +137,8 @@ static unsigned vk_work_start(ns_cache_req *head, const void *data) {
                                 .use_int8 = s->quantized,
                                 .chunk_rows = r->x->o.chunk_rows,
                                 .parallel = r->x->o.parallel};
-    int rc = vector_scan_start(ns_cache_rt(head->x), s, r->vector, &so,
-                               on_scan, r, &r->scans[t]);
+    int rc = vector_scan_start(ns_cache_rt(head->x), s, r->vector, &so, on_scan,
+                               r, &r->scans[t]);
     if (rc != 0) {
       r->scans[t] = NULL;
       fail(r, rc, "cannot start a vector scan");
