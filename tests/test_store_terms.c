@@ -531,7 +531,8 @@ static void test_query_words(void **state) {
   /* the row's term and the query's are the same string */
   expect_term(p, 0, "run", 1, 0);
 
-  /* a later page carries none */
+  /* a later page answers them too when asked (a resumed catch-up's
+   * first page), and carries none when not */
   char last[ENGRAM_ID_LEN + 1];
   memcpy(last, p->ids[0], sizeof last);
   q.after_row_seq = p->seq[0];
@@ -540,6 +541,13 @@ static void test_query_words(void **state) {
   p = read_page(eg, &q);
   assert_int_equal(p->n, 1);
   assert_string_equal(p->ids[0], id2);
+  assert_non_null(p->qterm_start);
+  assert_int_equal(p->qterm_start[NWORDS], p->nqterms);
+  store_vectors_free(p);
+  q.query_words = NULL;
+  q.nquery_words = 0;
+  p = read_page(eg, &q);
+  assert_int_equal(p->n, 1);
   assert_null(p->qterm_start);
   assert_null(p->qterms);
   assert_int_equal(p->nqterms, 0);

@@ -810,19 +810,21 @@ static int preloaded(void *arg) { return ((preloading *)arg)->pending == 0; }
  * be searched with the store's match while it loads). */
 static int preload_all(eval *ev) {
   preloading p = {0};
-  for (size_t i = 0; i < ev->n_convs; i++) {
-    int rc = engram_preload(ev->c->eg, ev->convs[i].ns, on_preloaded, &p);
-    if (rc == ENGRAM_EINVAL)
-      return CLI_OK; /* a store without a lexical index */
-    if (rc != 0) {
-      cli_error(ev->c, "eval: loading the lexical index: %s",
-                engram_strerror(rc));
-      return CLI_FAIL;
-    }
-    p.pending++;
-  }
+  int rc = 0;
+  for (size_t i = 0; i < ev->n_convs && rc == 0; i++)
+    if ((rc = engram_preload(ev->c->eg, ev->convs[i].ns, on_preloaded, &p)) ==
+        0)
+      p.pending++;
+  /* Those started call back into p: wait for them, whatever happened. */
   if (cli_wait_for(ev->c, preloaded, &p) != 0)
     return CLI_FAIL;
+  if (rc == ENGRAM_EINVAL && p.status == 0)
+    return CLI_OK; /* a store without a lexical index */
+  if (rc != 0) {
+    cli_error(ev->c, "eval: loading the lexical index: %s",
+              engram_strerror(rc));
+    return CLI_FAIL;
+  }
   if (p.status != 0) {
     cli_error(ev->c, "eval: loading the lexical index: %s", p.message);
     return CLI_FAIL;

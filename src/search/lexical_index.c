@@ -22,7 +22,7 @@
 #include "search/lexical_ns.h"
 #include "search/ns_cache.h"
 
-#define DEFAULT_PAGE_ROWS 4096u
+#define DEFAULT_PAGE_ROWS 1024u
 struct lexical_index {
   ns_cache *c;
   lexical_index_options o;

@@ -40,7 +40,7 @@ typedef struct lexical_index_req lexical_index_req;
 typedef struct lexical_index_options {
   size_t max_namespaces; /* namespaces held at once; 0: 256 */
   size_t max_bytes;      /* memory of all of them; 0: 1 GiB */
-  size_t page_rows;      /* rows per catch-up read; 0: 4096 */
+  size_t page_rows;      /* rows per catch-up read; 0: 1024 */
 } lexical_index_options;
 
 int lexical_index_new(rt *r, store *st, const lexical_index_options *o,

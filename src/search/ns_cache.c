@@ -28,6 +28,7 @@
  * page, the end of a work unit, the timer): a callback of the caller that
  * closes the cache or cancels a request never has memory freed under it.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,23 @@ struct ns_cache_ns {
   char last_id[ENGRAM_ID_LEN + 1];
   char cu_key[STORE_SPACE_LEN];
   size_t cu_limit;            /* rows per page of this catch-up */
+  int64_t cu_removed_after;   /* its removed ids: after this sequence */
+  int have_last;              /* last_seq/last_id name a row applied */
+  int changed;                /* a page of this catch-up changed data */
+  /* A catch-up nobody waited for any more left its applied pages: the
+   * next one of the same key resumes after the last row applied (a
+   * namespace far behind still catches up, however short the searches'
+   * deadlines), the removed ids after resume_removed_after. */
+  int resume, resuming;
+  char resume_key[STORE_SPACE_LEN];
+  int64_t resume_removed_after;
+  /* A page applied on the thread pool (the data may be large: a page of
+   * a first load, a compaction, freeing the old data of a reload). */
+  rt_work apply_work;
+  store_vectors *applying;
+  void *apply_old; /* the data a reload replaced, freed by the task */
+  int apply_changes, apply_settle, apply_rc;
+  size_t apply_bytes;
   ns_cache_ns *newer, *older; /* the LRU list */
 };
 
@@ -192,7 +210,8 @@ static int group_waiting(const ns_cache_ns *n) {
 }
 
 static int ns_idle(const ns_cache_ns *n) {
-  return !n->catching && !n->reading && !n->pending && n->works == 0 &&
+  return !n->catching && !n->reading && !n->pending && !n->applying &&
+         n->works == 0 &&
          !n->next.head && !n->group.head && !n->working.head;
 }
 
@@ -320,10 +339,11 @@ static void catchup_end(ns_cache_ns *n, int status, const char *msg) {
 
 static void read_page(ns_cache_ns *n, int first) {
   ns_cache *x = n->x;
+  int from_start = first && !n->resuming; /* else after the last row */
   store_vectors_query q = {.ns = n->ns,
-                           .after_seq = n->reload ? -1 : n->watermark,
+                           .after_seq = n->reload ? -1 : n->cu_removed_after,
                            .after_row_seq = n->last_seq,
-                           .after_id = first ? NULL : n->last_id,
+                           .after_id = from_start ? NULL : n->last_id,
                            .limit = n->cu_limit,
                            .removed = first && !n->reload};
   void *scratch = NULL;
@@ -368,15 +388,92 @@ static void catchup_start(ns_cache_ns *n) {
   }
   n->catching = 1;
   n->first_seq = -2;
-  n->reload = n->watermark < 0 || strcmp(n->key, n->cu_key) != 0;
+  n->changed = 0;
+  n->resuming = n->resume && strcmp(n->resume_key, n->cu_key) == 0;
+  n->resume = 0;
+  n->reload = !n->resuming &&
+              (n->watermark < 0 || strcmp(n->key, n->cu_key) != 0);
+  n->cu_removed_after = n->resuming ? n->resume_removed_after : n->watermark;
+  if (!n->resuming)
+    n->have_last = 0;
   n->cu_limit = n->x->kind->page_limit(n->x->ctx, n->group.head);
   if (n->cu_limit == 0)
     n->cu_limit = 1;
   read_page(n, 1);
 }
 
-/* A page is pending: applies it once no work runs, then reads on or
- * ends. */
+/* The catch-up stops with nobody waiting for it (or a close): what it
+ * applied stays, and the next one resumes after it. */
+static void catchup_abandon(ns_cache_ns *n) {
+  if (n->first_seq != -2 && n->have_last) {
+    n->resume = 1;
+    memcpy(n->resume_key, n->cu_key, sizeof n->resume_key);
+    /* A first load has seen no removal before its first snapshot. */
+    n->resume_removed_after = n->reload ? n->first_seq : n->cu_removed_after;
+  }
+  catchup_end(n, ENGRAM_ECANCELED, NULL);
+}
+
+/* A page is done with (applied, or changing nothing): reads the next one
+ * or ends the catch-up. */
+static void page_done(ns_cache_ns *n, store_vectors *page) {
+  size_t rows = page->n;
+  if (rows > 0) {
+    n->last_seq = page->seq[rows - 1];
+    memcpy(n->last_id, page->ids[rows - 1], sizeof n->last_id);
+    n->have_last = 1;
+  }
+  store_vectors_free(page);
+  if (rows == n->cu_limit) {
+    if (n->x->closing || !group_waiting(n))
+      catchup_abandon(n);
+    else
+      read_page(n, 0);
+    return;
+  }
+  n->watermark = n->first_seq;
+  memcpy(n->key, n->cu_key, sizeof n->key);
+  n->resume = n->resuming = 0;
+  catchup_end(n, 0, NULL);
+}
+
+static void apply_run(rt_work *w) {
+  ns_cache_ns *n = (ns_cache_ns *)(void *)((char *)w -
+                                           offsetof(ns_cache_ns, apply_work));
+  const ns_cache_kind *kind = n->x->kind;
+  if (n->apply_old)
+    kind->data_free(n->apply_old);
+  n->apply_rc = n->apply_changes ? kind->apply(n->data, n->applying) : 0;
+  if (n->apply_rc == 0 && n->apply_settle)
+    kind->settle(n->x->ctx, n->data);
+  n->apply_bytes = kind->bytes(n->data);
+}
+
+static void apply_after(rt_work *w, int status) {
+  ns_cache_ns *n = (ns_cache_ns *)(void *)((char *)w -
+                                           offsetof(ns_cache_ns, apply_work));
+  ns_cache *x = n->x;
+  store_vectors *page = n->applying;
+  n->applying = NULL;
+  n->apply_old = NULL;
+  x->busy--;
+  (void)status; /* never withdrawn: nothing cancels it */
+  n->bytes = n->apply_bytes;
+  n->changed |= n->apply_changes;
+  if (n->apply_rc != 0) {
+    store_vectors_free(page);
+    char msg[NS_CACHE_MSG_LEN];
+    snprintf(msg, sizeof msg, "cannot load namespace %s into the %s index: %s",
+             n->ns, x->kind->what, engram_strerror(n->apply_rc));
+    catchup_end(n, n->apply_rc, msg);
+  } else {
+    page_done(n, page);
+  }
+  after(x);
+}
+
+/* A page is pending: applies it once no work runs (on the thread pool),
+ * then reads on or ends. */
 static void catchup_continue(ns_cache_ns *n) {
   ns_cache *x = n->x;
   store_vectors *page = n->pending;
@@ -384,54 +481,53 @@ static void catchup_continue(ns_cache_ns *n) {
     /* Nobody waits for it: the watermark stays where it was. */
     n->pending = NULL;
     store_vectors_free(page);
-    catchup_end(n, ENGRAM_ECANCELED, NULL);
+    catchup_abandon(n);
     return;
   }
   int first = n->first_seq == -2;
-  int changes = page->n || page->nremoved || (first && n->reload);
+  int reset = first && n->reload;
+  int changes = page->n || page->nremoved || reset;
+  int last = page->n < n->cu_limit;
   if (changes && n->works > 0)
     return; /* the last work unit to end comes back here */
   n->pending = NULL;
-  if (first) {
+  if (first)
     n->first_seq = page->ns_seq;
-    if (n->reload) {
-      ns_drop_data(x, n);
-      n->key[0] = '\0';
-      n->watermark = -1;
-      x->stats.reloads++;
-      if (!(n->data = x->kind->data_new(x->ctx, n->group.head))) {
-        store_vectors_free(page);
-        catchup_end(n, ENGRAM_ENOMEM, "out of memory loading a namespace");
-        return;
-      }
+  int settle = last && x->kind->settle && n->works == 0 &&
+               (changes || n->changed);
+  if (!changes && !settle) {
+    page_done(n, page);
+    return;
+  }
+  if (reset) {
+    n->apply_old = n->data;
+    n->data = NULL;
+    n->bytes = 0;
+    n->key[0] = '\0';
+    n->watermark = -1;
+    x->stats.reloads++;
+    if (!(n->data = x->kind->data_new(x->ctx, n->group.head))) {
+      if (n->apply_old)
+        x->kind->data_free(n->apply_old);
+      n->apply_old = NULL;
+      store_vectors_free(page);
+      catchup_end(n, ENGRAM_ENOMEM, "out of memory loading a namespace");
+      return;
     }
   }
-  int rc = x->kind->apply(n->data, page);
-  size_t rows = page->n;
-  if (rc == 0 && rows == n->cu_limit) {
-    n->last_seq = page->seq[rows - 1];
-    memcpy(n->last_id, page->ids[rows - 1], sizeof n->last_id);
-  }
-  store_vectors_free(page);
-  if (rc != 0) {
-    n->bytes = x->kind->bytes(n->data);
-    char msg[NS_CACHE_MSG_LEN];
-    snprintf(msg, sizeof msg, "out of memory loading the %ss of namespace %s",
-             x->kind->what, n->ns);
-    catchup_end(n, rc, msg);
+  n->applying = page;
+  n->apply_changes = changes;
+  n->apply_settle = settle;
+  if (rt_offload(x->rt, &n->apply_work, apply_run, apply_after) != 0) {
+    n->applying = NULL;
+    if (n->apply_old)
+      x->kind->data_free(n->apply_old);
+    n->apply_old = NULL;
+    store_vectors_free(page);
+    catchup_end(n, ENGRAM_ENOMEM, "cannot queue a catch-up page");
     return;
   }
-  if (rows == n->cu_limit) {
-    read_page(n, 0);
-    return;
-  }
-  if (n->works == 0 && x->kind->settle) /* (always, unless no page
-                                             changed anything) */
-    x->kind->settle(x->ctx, n->data);
-  n->watermark = n->first_seq;
-  memcpy(n->key, n->cu_key, sizeof n->key);
-  n->bytes = x->kind->bytes(n->data);
-  catchup_end(n, 0, NULL);
+  x->busy++;
 }
 
 static void on_page(store_vectors_req *vreq, int status, const char *message,
@@ -440,6 +536,11 @@ static void on_page(store_vectors_req *vreq, int status, const char *message,
   ns_cache *x = n->x;
   n->reading = 0;
   x->busy--;
+  if (status == ENGRAM_ECANCELED && (!group_waiting(n) || x->closing)) {
+    catchup_abandon(n); /* cancelled for want of a waiter */
+    after(x);
+    return;
+  }
   if (status != 0) {
     catchup_end(n, status, message);
     after(x);
@@ -541,9 +642,11 @@ int ns_cache_start(ns_cache *x, const char *ns, ns_cache_req *r) {
 }
 
 void ns_cache_cancel(ns_cache_req *r) {
-  if (!r || r->cancelled || r->state == R_DONE || r->state == R_DEFERRED)
+  if (!r || r->cancelled || r->state == R_DONE)
     return;
-  r->cancelled = 1;
+  r->cancelled = 1; /* deferred already: its callback says ECANCELED */
+  if (r->state == R_DEFERRED)
+    return;
   ns_cache_ns *n = r->ns;
   ns_cache *x = r->x;
   switch (r->state) {

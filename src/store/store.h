@@ -125,9 +125,9 @@ typedef struct store_candidates_query {
   /* Lexical matches found by the caller (the lexical index): memories of
    * ns taken as matches, hit with their score (match_scores[i], > 0),
    * exactly as the full-text match's would be (neighbours for the best
-   * window_matches turns). limit must be 0 with them: the store matches
-   * nothing itself. Unknown ids, other namespaces and unwanted types are
-   * left out. */
+   * window_matches turns). limit must be 0 with them (the store matches
+   * nothing itself) and every id needs its score: else ENGRAM_EINVAL.
+   * Unknown ids, other namespaces and unwanted types are left out. */
   const char *const *match_ids;
   const double *match_scores;
   size_t nmatch_ids;
@@ -185,7 +185,7 @@ typedef struct store_vectors_query {
    * NULL); terms 1 gives each row its indexed terms (store_vectors:
    * term_start, terms, doc_len). */
   int terms;
-  /* With terms, on the first page of a catch-up (after_id NULL): these
+  /* With terms (the cache asks on a catch-up's first page): these
    * search words (core_search_words') as the index sees them, in
    * page->qterms: each word through the backend's own tokenizer and
    * stemmer, every term it gives (distinct within the word). Several

@@ -350,7 +350,7 @@ static char *format_size(size_t v) {
 /* The caller's matches (the lexical index's), the canonical ids only, as
  * the lexical step's hits. 0 or ENGRAM_ENOMEM. */
 static int take_matches(cand_req *r, const store_candidates_query *q) {
-  if (!q->nmatch_ids || !q->match_ids || !q->match_scores)
+  if (!q->nmatch_ids)
     return 0;
   if (!(r->hits = malloc(q->nmatch_ids * sizeof *r->hits)))
     return ENGRAM_ENOMEM;
@@ -368,7 +368,8 @@ int pg_candidates(store *base, const store_candidates_query *q,
   pg_store *st = (pg_store *)base;
   if (st->state != PS_OPEN)
     return ENGRAM_ECLOSED;
-  if (!q || !q->ns || !q->text || !req || !req->cb)
+  if (!q || !q->ns || !q->text || !req || !req->cb ||
+      (q->nmatch_ids && (!q->match_ids || !q->match_scores || q->limit)))
     return ENGRAM_EINVAL;
   cand_req *r = calloc(1, sizeof *r);
   if (!r)

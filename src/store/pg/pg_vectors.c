@@ -410,9 +410,9 @@ static void vec_send(pg_read_task *t) {
 
 /* ----------------------------------------------------------- the start */
 
-/* Every query word is a string (with terms, on a first page). */
+/* Every query word is a string (with terms). */
 static int words_valid(const store_vectors_query *q) {
-  if (!q->terms || q->after_id || !q->query_words)
+  if (!q->terms || !q->query_words)
     return 1;
   for (size_t i = 0; i < q->nquery_words; i++)
     if (!q->query_words[i])
@@ -424,7 +424,7 @@ static int words_valid(const store_vectors_query *q) {
  * ({"w1","w2"}: each element quoted, '"' and '\\' escaped) in r->words.
  * 0 or ENGRAM_ENOMEM. */
 static int copy_words(vec_req *r, const store_vectors_query *q) {
-  if (!q->terms || q->after_id || !q->query_words || !q->nquery_words)
+  if (!q->terms || !q->query_words || !q->nquery_words)
     return 0;
   size_t bytes = 3; /* { } NUL */
   for (size_t i = 0; i < q->nquery_words; i++)

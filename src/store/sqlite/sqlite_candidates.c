@@ -1044,7 +1044,7 @@ int sqlite_candidates(store *base, const store_candidates_query *q,
     cand_free(r);
     return ENGRAM_ENOMEM;
   }
-  if (q->nmatch_ids && (!q->match_ids || !q->match_scores)) {
+  if (q->nmatch_ids && (!q->match_ids || !q->match_scores || q->limit)) {
     cand_free(r);
     return ENGRAM_EINVAL;
   }

@@ -304,7 +304,7 @@ static void vec_free(vec_req *r) {
 /* Copies the query words a first page with terms reports. 0 or
  * ENGRAM_ENOMEM. */
 static int copy_words(vec_req *r, const store_vectors_query *q) {
-  if (!q->terms || q->after_id || !q->query_words || !q->nquery_words)
+  if (!q->terms || !q->query_words || !q->nquery_words)
     return 0;
   if (!(r->words = calloc(q->nquery_words, sizeof *r->words)))
     return ENGRAM_ENOMEM;
@@ -314,9 +314,9 @@ static int copy_words(vec_req *r, const store_vectors_query *q) {
   return 0;
 }
 
-/* Every query word is a string (with terms, on a first page). */
+/* Every query word is a string (with terms). */
 static int words_valid(const store_vectors_query *q) {
-  if (!q->terms || q->after_id || !q->query_words)
+  if (!q->terms || !q->query_words)
     return 1;
   for (size_t i = 0; i < q->nquery_words; i++)
     if (!q->query_words[i])
