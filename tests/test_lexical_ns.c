@@ -733,6 +733,45 @@ static void test_scores_by_hand(void **state) {
   lx_data_free(d);
 }
 
+/* A row that comes again unchanged (a vector written later) keeps its
+ * document: no dead posting, the same document number; a changed one
+ * (another frequency, type or length) is replaced. */
+static void test_unchanged_rows(void **state) {
+  (void)state;
+  lx_data *d = lx_data_new();
+  const char *ab[] = {"alpha", "beta"};
+  const uint32_t tfc[] = {2, 1}, tfm[] = {0, 1}, tfc2[] = {3, 1};
+  lx_hit out[4];
+  size_t got;
+  lx_query q = {.terms = ab, .nterms = 2, .k1 = 1.2, .b = 0.75,
+                .meta_weight = 1, .k = 4};
+  add_doc(d, 1, 0, 6, 2, ab, tfc, tfm);
+  size_t bytes = lx_data_bytes(d);
+  for (int again = 0; again < 3; again++)
+    add_doc(d, 1, 0, 6, 2, ab, tfc, tfm);
+  assert_int_equal(lx_data_docs(d), 1);
+  assert_int_equal(lx_data_postings(d), 2);
+  assert_int_equal(lx_data_bytes(d), bytes);
+  assert_int_equal(lx_data_search(d, &q, out, &got), 0);
+  assert_int_equal(got, 1);
+  assert_int_equal(out[0].doc, 0);
+  add_doc(d, 1, 0, 6, 2, ab, tfc2, tfm); /* another frequency */
+  assert_int_equal(lx_data_search(d, &q, out, &got), 0);
+  assert_int_equal(out[0].doc, 1);
+  add_doc(d, 1, 1, 6, 2, ab, tfc2, tfm); /* another type */
+  assert_int_equal(lx_data_search(d, &q, out, &got), 0);
+  assert_int_equal(out[0].doc, 2);
+  add_doc(d, 1, 1, 7, 2, ab, tfc2, tfm); /* another length */
+  assert_int_equal(lx_data_search(d, &q, out, &got), 0);
+  assert_int_equal(out[0].doc, 3);
+  add_doc(d, 1, 1, 7, 1, ab, tfc2, tfm); /* a term fewer */
+  assert_int_equal(lx_data_search(d, &q, out, &got), 0);
+  assert_int_equal(out[0].doc, 4);
+  assert_int_equal(lx_data_docs(d), 1);
+  assert_int_equal(lx_data_postings(d), 1);
+  lx_data_free(d);
+}
+
 /* Identical documents tie exactly; the newer wins, whether the tie is
  * decided in the heap or while the lists are pruned. */
 static void test_exact_ties(void **state) {
@@ -1000,6 +1039,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_empty),
       cmocka_unit_test(test_scores_by_hand),
+      cmocka_unit_test(test_unchanged_rows),
       cmocka_unit_test(test_exact_ties),
       cmocka_unit_test(test_odd_rows),
       cmocka_unit_test(test_remove_all_and_add_again),

@@ -375,6 +375,45 @@ static uint16_t tf_clamp(uint32_t tf) {
   return (uint16_t)(tf < TF_MAX ? tf : TF_MAX);
 }
 
+/* Row r of page is the memory's live document as it stands (the row came
+ * again for another reason: a vector written, metadata the index does not
+ * hold): nothing to replace. Replacing would leave dead postings behind,
+ * and compactions, for every vector an embedder adds later. */
+static int row_unchanged(const lx_data *d, const store_vectors *page,
+                         size_t r) {
+  if (!d->map_cap)
+    return 0;
+  size_t slot = map_slot(d, page->ids[r]);
+  if (!d->map[slot])
+    return 0;
+  uint32_t n = d->map[slot] - 1;
+  size_t nterms = page->term_start[r + 1] - page->term_start[r];
+  const document *x = &d->docs[n];
+  if (!x->alive || x->type != page->type[r] || x->len != page->doc_len[r] ||
+      d->spans[n].n != nterms)
+    return 0;
+  const store_term *terms = page->terms + page->term_start[r];
+  for (size_t j = 0; j < nterms; j++) {
+    uint32_t t = term_find(d, page->term_text + terms[j].text);
+    if (t == NO_INDEX)
+      return 0;
+    const term *tm = &d->terms[t];
+    uint32_t lo = 0, hi = tm->n; /* the posting of document n */
+    while (lo < hi) {
+      uint32_t mid = lo + (hi - lo) / 2;
+      if (tm->postings[mid].doc < n)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    if (lo == tm->n || tm->postings[lo].doc != n ||
+        tm->postings[lo].tf_content != tf_clamp(terms[j].tf_content) ||
+        tm->postings[lo].tf_meta != tf_clamp(terms[j].tf_meta))
+      return 0;
+  }
+  return 1;
+}
+
 /* Row r of page as a new document, replacing the id's old one. Everything
  * that can fail comes before the first change that matters: on failure
  * the data is as it was, but for terms added with no posting (harmless,
@@ -587,7 +626,7 @@ int lx_data_apply(lx_data *d, const store_vectors *page) {
     }
   }
   for (size_t r = 0; r < page->n; r++) {
-    int rc = add_row(d, page, r);
+    int rc = row_unchanged(d, page, r) ? 0 : add_row(d, page, r);
     if (rc != 0)
       return rc;
   }
