@@ -483,7 +483,7 @@ int engram_search(engram *eg, const engram_query *q,
  * exact matches), then calls cb(0) — or cb with an error — on the loop,
  * never inside this call. Optional: a hybrid search of a namespace not
  * loaded yet starts the load itself and, rather than wait for it (a
- * namespace of 100,000 memories takes under a second on SQLite, more on
+ * namespace of 100,000 memories takes about a second on SQLite, three on
  * PostgreSQL), uses the store's pruned full-text match until it is done.
  * Call it where the first searches must be exact (a benchmark, a service
  * warming up). ENGRAM_EINVAL (no ns), ENGRAM_ECLOSED, ENGRAM_ENOMEM:

@@ -131,8 +131,10 @@ static size_t lk_page_limit(void *ctx, const ns_cache_req *first) {
 /* r's words' terms from the first page, each once. */
 static int lk_first_page(ns_cache_req *head, const store_vectors *page) {
   lexical_index_req *r = (lexical_index_req *)head;
-  if (!page->qterm_start || r->nwords == 0)
+  if (r->nwords == 0)
     return 0;
+  if (!page->qterm_start) /* the store did not answer the words */
+    return ENGRAM_EIO;
   uint32_t from = page->qterm_start[r->word_base];
   uint32_t to = page->qterm_start[r->word_base + r->nwords];
   if (to <= from)

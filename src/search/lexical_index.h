@@ -21,6 +21,12 @@
  * the same walk costs a few nanoseconds a posting and MaxScore skips most
  * of it, so the exact answer is cheaper than the pruned one was.
  *
+ * What "the query" is, where it differs from the store's full-text match:
+ * a word the index splits into several terms ("wi-fi") contributes each
+ * of them (FTS5 matches them as a phrase); a word given twice counts once;
+ * a word cut at CORE_SEARCH_WORD_CUT bytes matches nothing (the store's
+ * match takes it as a prefix).
+ *
  * Cancellation at any step gives exactly one callback, ENGRAM_ECANCELED,
  * later on the loop (never inside lexical_index_cancel).
  */

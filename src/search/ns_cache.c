@@ -361,8 +361,8 @@ static void read_page(ns_cache_ns *n, int first) {
                            : ENGRAM_EINVAL;
   free(scratch);
   if (rc != 0) {
-    snprintf(msg, sizeof msg, "cannot read the %ss of namespace %s: %s",
-             x->kind->what, n->ns,
+    snprintf(msg, sizeof msg, "cannot read namespace %s for the %s index: %s",
+             n->ns, x->kind->what,
              x->st->ops->vectors ? engram_strerror(rc)
                                  : "this store has no catch-up reads");
     catchup_end(n, rc, msg);
@@ -550,9 +550,13 @@ static void on_page(store_vectors_req *vreq, int status, const char *message,
     ns_cache_req *r, *next;
     for (r = n->group.head; r; r = next) {
       next = r->next;
-      if (x->kind->first_page(r, page) != 0) {
+      int rc = x->kind->first_page(r, page);
+      if (rc != 0) {
         list_unlink(&n->group, r);
-        defer(r, ENGRAM_ENOMEM, "out of memory reading a search's terms");
+        defer(r, rc,
+              rc == ENGRAM_ENOMEM
+                  ? "out of memory reading a search's terms"
+                  : "the store's catch-up page lacks the search's terms");
       }
     }
   }

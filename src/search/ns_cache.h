@@ -81,8 +81,8 @@ typedef struct ns_cache_kind {
   size_t (*page_limit)(void *ctx, const ns_cache_req *first);
   /* The first page of a catch-up has come (before it is applied): each
    * request of the group may take what it needs of it (the lexical
-   * kind's query terms). May be NULL. 0 or ENGRAM_ENOMEM (that request
-   * fails). */
+   * kind's query terms). May be NULL. 0, or an error (ENGRAM_ENOMEM,
+   * ENGRAM_EIO when the page lacks what was asked): that request fails. */
   int (*first_page)(ns_cache_req *r, const store_vectors *page);
   /* Starts r's work on the caught-up data: the number of work units
    * started, each to end with ns_cache_work_done(r); 0 when there is
