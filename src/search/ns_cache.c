@@ -63,10 +63,10 @@ struct ns_cache_ns {
   int64_t last_seq;       /* the last row read, to continue after */
   char last_id[ENGRAM_ID_LEN + 1];
   char cu_key[STORE_SPACE_LEN];
-  size_t cu_limit;            /* rows per page of this catch-up */
-  int64_t cu_removed_after;   /* its removed ids: after this sequence */
-  int have_last;              /* last_seq/last_id name a row applied */
-  int changed;                /* a page of this catch-up changed data */
+  size_t cu_limit;          /* rows per page of this catch-up */
+  int64_t cu_removed_after; /* its removed ids: after this sequence */
+  int have_last;            /* last_seq/last_id name a row applied */
+  int changed;              /* a page of this catch-up changed data */
   /* A catch-up nobody waited for any more left its applied pages: the
    * next one of the same key resumes after the last row applied (a
    * namespace far behind still catches up, however short the searches'
@@ -211,8 +211,7 @@ static int group_waiting(const ns_cache_ns *n) {
 
 static int ns_idle(const ns_cache_ns *n) {
   return !n->catching && !n->reading && !n->pending && !n->applying &&
-         n->works == 0 &&
-         !n->next.head && !n->group.head && !n->working.head;
+         n->works == 0 && !n->next.head && !n->group.head && !n->working.head;
 }
 
 static void ns_drop_data(ns_cache *x, ns_cache_ns *n) {
@@ -391,8 +390,8 @@ static void catchup_start(ns_cache_ns *n) {
   n->changed = 0;
   n->resuming = n->resume && strcmp(n->resume_key, n->cu_key) == 0;
   n->resume = 0;
-  n->reload = !n->resuming &&
-              (n->watermark < 0 || strcmp(n->key, n->cu_key) != 0);
+  n->reload =
+      !n->resuming && (n->watermark < 0 || strcmp(n->key, n->cu_key) != 0);
   n->cu_removed_after = n->resuming ? n->resume_removed_after : n->watermark;
   if (!n->resuming)
     n->have_last = 0;
@@ -438,8 +437,8 @@ static void page_done(ns_cache_ns *n, store_vectors *page) {
 }
 
 static void apply_run(rt_work *w) {
-  ns_cache_ns *n = (ns_cache_ns *)(void *)((char *)w -
-                                           offsetof(ns_cache_ns, apply_work));
+  ns_cache_ns *n =
+      (ns_cache_ns *)(void *)((char *)w - offsetof(ns_cache_ns, apply_work));
   const ns_cache_kind *kind = n->x->kind;
   if (n->apply_old)
     kind->data_free(n->apply_old);
@@ -450,8 +449,8 @@ static void apply_run(rt_work *w) {
 }
 
 static void apply_after(rt_work *w, int status) {
-  ns_cache_ns *n = (ns_cache_ns *)(void *)((char *)w -
-                                           offsetof(ns_cache_ns, apply_work));
+  ns_cache_ns *n =
+      (ns_cache_ns *)(void *)((char *)w - offsetof(ns_cache_ns, apply_work));
   ns_cache *x = n->x;
   store_vectors *page = n->applying;
   n->applying = NULL;
@@ -493,8 +492,8 @@ static void catchup_continue(ns_cache_ns *n) {
   n->pending = NULL;
   if (first)
     n->first_seq = page->ns_seq;
-  int settle = last && x->kind->settle && n->works == 0 &&
-               (changes || n->changed);
+  int settle =
+      last && x->kind->settle && n->works == 0 && (changes || n->changed);
   if (!changes && !settle) {
     page_done(n, page);
     return;
