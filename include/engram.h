@@ -401,10 +401,16 @@ const char *engram_strategy_name(engram_strategy strategy);
  * you want; every field is checked when a search starts (ENGRAM_EINVAL). */
 typedef struct engram_search_options {
   unsigned candidates;     /* lexical matches ranked: 100 (1..1000) */
-  unsigned max_scored;     /* matches scored at most per search, the newest
-                              kept when the query's rarest words match more:
+  unsigned max_scored;     /* the store's full-text match (lexical_index
+                              0, or a namespace still loading): matches
+                              scored at most per search, the newest kept
+                              when the query's rarest words match more:
                               1536 (100..10000000; docs/retrieval.md,
                               "Scale") */
+  unsigned lexical_index;  /* 1: the matches are the exact BM25 best of
+                              the in-memory lexical index (the default);
+                              0: the store's full-text match, pruned at
+                              max_scored (docs/retrieval.md, "Scale") */
   unsigned window;         /* neighbours taken each side of a match: 2
                               (0..16) */
   unsigned window_matches; /* the best this many matches take their
@@ -472,6 +478,20 @@ typedef struct engram_query {
  * ENGRAM_EUTF8. */
 int engram_search(engram *eg, const engram_query *q,
                   const engram_stream_cbs *cbs, engram_stream **out);
+
+/* Loads namespace ns into the handle's lexical index (hybrid search's
+ * exact matches), then calls cb(0) — or cb with an error — on the loop,
+ * never inside this call. Optional: a hybrid search of a namespace not
+ * loaded yet starts the load itself and, rather than wait for it (a
+ * namespace of 100,000 memories takes about a second on SQLite, three on
+ * PostgreSQL), uses the store's pruned full-text match until it is done.
+ * Call it where the first searches must be exact (a benchmark, a service
+ * warming up). ENGRAM_EINVAL (no ns), ENGRAM_ECLOSED, ENGRAM_ENOMEM:
+ * no callback. */
+typedef void (*engram_preload_cb)(int status, const char *message,
+                                  void *data);
+int engram_preload(engram *eg, const char *ns, engram_preload_cb cb,
+                   void *data);
 
 /* Memories in id order (creation order), after q->after. Stable under
  * concurrent inserts: a page never repeats or skips an existing memory. */

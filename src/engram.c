@@ -19,6 +19,7 @@
 #include "rt/stream.h"
 #include "search/embed_http.h"
 #include "search/hybrid.h"
+#include "search/lexical_index.h"
 #include "search/vector_index.h"
 #include "store/store.h"
 #include "engram_internal.h"
@@ -309,21 +310,26 @@ static void on_store_closed(store *st, void *data) {
   on_embedder_closed(eg);
 }
 
-/* The vector index closes before the store, whose reads it may still
- * have out. */
-static void on_index_closed(void *data) {
+/* The indexes close before the store, whose reads they may still have
+ * out: the vector index, then the lexical index, then the store. */
+static void close_indexes(void *data) {
   engram *eg = data;
-  eg->index = NULL;
-  eg->st->ops->close(eg->st, on_store_closed, eg);
+  if (eg->index) {
+    vector_index *x = eg->index;
+    eg->index = NULL;
+    vector_index_close(x, close_indexes, eg);
+  } else if (eg->lexical) {
+    lexical_index *x = eg->lexical;
+    eg->lexical = NULL;
+    lexical_index_close(x, close_indexes, eg);
+  } else {
+    eg->st->ops->close(eg->st, on_store_closed, eg);
+  }
 }
 
 static void on_writes_handed(engram *eg) {
   eg->on_writes_handed = NULL;
-  if (eg->index) {
-    vector_index_close(eg->index, on_index_closed, eg);
-    return;
-  }
-  eg->st->ops->close(eg->st, on_store_closed, eg);
+  close_indexes(eg);
 }
 
 static void on_streams_drained(rt *r, void *data) {
@@ -610,6 +616,18 @@ static int start_stream(engram *eg, stream_start_fn start,
   return 0;
 }
 
+/* The lexical index, made at the first search that can use it (or
+ * preload); ENGRAM_EINVAL when the store cannot feed one. */
+static int lexical_index_of(engram *eg, lexical_index **out) {
+  if (!eg->st->ops->vectors)
+    return ENGRAM_EINVAL;
+  if (!eg->lexical &&
+      lexical_index_new(&eg->rt, eg->st, NULL, &eg->lexical) != 0)
+    return ENGRAM_ENOMEM;
+  *out = eg->lexical;
+  return 0;
+}
+
 /* Hybrid search (src/search/hybrid.c): options checked here, the rest
  * there. text is NUL-terminated. */
 static int start_hybrid(engram *eg, const engram_query *q, const char *text,
@@ -660,6 +678,13 @@ static int start_hybrid(engram *eg, const engram_query *q, const char *text,
     stream_discard(s);
     return ENGRAM_ENOMEM;
   }
+  /* The lexical index likewise, where the store can feed it. */
+  lexical_index *lexical = NULL;
+  if (opt->lexical_index && lexical_index_of(eg, &lexical) == ENGRAM_ENOMEM) {
+    stream_discard(s);
+    return ENGRAM_ENOMEM;
+  }
+  hq.lexical = lexical;
   hq.embedder = eg->embedder;
   hq.index = eg->index;
   hq.space_name = eg->embedder ? eg->embedder->name : NULL;
@@ -673,6 +698,43 @@ static int start_hybrid(engram *eg, const engram_query *q, const char *text,
   }
   *out = s;
   return 0;
+}
+
+typedef struct preload {
+  engram_preload_cb cb;
+  void *data;
+} preload;
+
+static void on_preloaded(lexical_index_req *req, int status, const char *msg,
+                         const lexical_index_hit *hits, size_t n, void *data) {
+  (void)req;
+  (void)hits;
+  (void)n;
+  preload p = *(preload *)data;
+  free(data);
+  p.cb(status, status ? msg : NULL, p.data);
+}
+
+int engram_preload(engram *eg, const char *ns, engram_preload_cb cb,
+                   void *data) {
+  if (!ns || !cb)
+    return ENGRAM_EINVAL;
+  int rc = check_read(eg, ns, 1, NULL);
+  lexical_index *x = NULL;
+  if (rc == 0)
+    rc = lexical_index_of(eg, &x);
+  if (rc != 0)
+    return rc;
+  preload *p = malloc(sizeof *p);
+  if (!p)
+    return ENGRAM_ENOMEM;
+  *p = (preload){cb, data};
+  lexical_index_query q = {.ns = ns, .k = 1}; /* no word: the load alone */
+  lexical_index_req *req;
+  rc = lexical_index_search(x, &q, on_preloaded, p, &req);
+  if (rc != 0)
+    free(p);
+  return rc;
 }
 
 int engram_search_has_hybrid(engram *eg) {

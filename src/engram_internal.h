@@ -16,6 +16,7 @@ enum { H_NEW, H_OPENING, H_OPEN, H_CLOSING, H_CLOSED };
 typedef struct write_req write_req;
 typedef struct reembed reembed;
 typedef struct vector_index vector_index;
+typedef struct lexical_index lexical_index;
 
 /* The handle, shared by engram.c (lifecycle, validation, reads),
  * engram_write.c (writes and their vectors) and engram_reembed.c. */
@@ -31,6 +32,7 @@ struct engram {
   store *base; /* the real backend: where statistics come from */
   search_embedder *embedder; /* NULL with ENGRAM_EMBEDDER_NONE */
   vector_index *index;       /* the vector index (src/search) */
+  lexical_index *lexical;    /* the lexical index (src/search) */
   /* Writes in the order engram_write accepted them; one waiting for its
    * vectors holds back the ones behind it (engram_write.c). */
   write_req *wq_head, *wq_tail;

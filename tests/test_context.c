@@ -75,6 +75,7 @@ static void test_inject_formats_section(void **state) {
                           NULL), 0);
 
   ctx_result r;
+  assert_int_equal(tu_preload(eg, "u1"), 0); /* see test_inject_stops_at_max */
   inject(eg, "u1", "Where did Alice move to? Lisbon?", NULL, &r);
   assert_int_equal(r.status, 0);
   assert_false(r.timed_out);
@@ -125,6 +126,9 @@ static void test_inject_stops_at_max(void **state) {
   (void)state;
   engram *eg = tu_open(tu_db_path("ctx-max"), NULL);
   assert_int_equal(tu_add_many(eg, "g", 500, numbered, "garden"), 0);
+  /* Loaded ahead: a first hybrid search would load the namespace into the
+   * lexical index in the background, beyond the search (assert_idle). */
+  assert_int_equal(tu_preload(eg, "g"), 0);
   ctx_result r;
   engram_context_options o = {.max_memories = 3};
   inject(eg, "g", "gardening tomatoes", &o, &r);
@@ -209,6 +213,10 @@ static void test_inject_cancel(void **state) {
   assert_int_equal(tu_add_many(eg, "g", 20, numbered, "cancel"), 0);
   tu_close(eg);
   eg = tu_open_delayed(path, NULL, 30);
+  /* Loaded into the lexical index first: the first hybrid search of a
+   * namespace would load it in the background, work of the handle's that
+   * outlives the search (assert_idle would see it). */
+  assert_int_equal(tu_preload(eg, "g"), 0);
 
   /* Cancelled at once: one callback, ECANCELED, nothing delivered. */
   ctx_result r = {0};
@@ -418,6 +426,7 @@ static void test_chat_session(void **state) {
   engram *eg = tu_open(tu_db_path("ctx-chat"), NULL);
   assert_int_equal(tu_add(eg, "s", "The user's dog is called Biscuit",
                           ENGRAM_SEMANTIC, NULL), 0);
+  assert_int_equal(tu_preload(eg, "s"), 0); /* as in test_inject_stops_at_max */
   chat_state c = {.eg = eg, .reply = "Biscuit, of course."};
   uv_timer_init(engram_loop(eg), &c.timer);
   c.timer.data = &c;

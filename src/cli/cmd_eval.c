@@ -787,6 +787,51 @@ static void strategy_print(const eval *ev, const strategy_run *r,
          r->p50, r->p95, r->pmax, r->n_lat, ev->parallel, r->wall_s);
 }
 
+typedef struct preloading {
+  size_t pending;
+  int status;
+  const char *ns;
+  char message[256];
+} preloading;
+
+static void on_preloaded(int status, const char *message, void *data) {
+  preloading *p = data;
+  p->pending--;
+  if (status != 0 && !p->status) {
+    p->status = status;
+    snprintf(p->message, sizeof p->message, "%s", message ? message : "");
+  }
+}
+
+static int preloaded(void *arg) { return ((preloading *)arg)->pending == 0; }
+
+/* Every conversation's namespace into the lexical index first, so that
+ * every hybrid search is the exact one (a namespace not loaded yet would
+ * be searched with the store's match while it loads). */
+static int preload_all(eval *ev) {
+  preloading p = {0};
+  int rc = 0;
+  for (size_t i = 0; i < ev->n_convs && rc == 0; i++)
+    if ((rc = engram_preload(ev->c->eg, ev->convs[i].ns, on_preloaded, &p)) ==
+        0)
+      p.pending++;
+  /* Those started call back into p: wait for them, whatever happened. */
+  if (cli_wait_for(ev->c, preloaded, &p) != 0)
+    return CLI_FAIL;
+  if (rc == ENGRAM_EINVAL && p.status == 0)
+    return CLI_OK; /* a store without a lexical index */
+  if (rc != 0) {
+    cli_error(ev->c, "eval: loading the lexical index: %s",
+              engram_strerror(rc));
+    return CLI_FAIL;
+  }
+  if (p.status != 0) {
+    cli_error(ev->c, "eval: loading the lexical index: %s", p.message);
+    return CLI_FAIL;
+  }
+  return CLI_OK;
+}
+
 static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
                     int nfiles, const cli_search *hows, size_t n_hows) {
   cli *c = ev->c;
@@ -802,6 +847,8 @@ static int run_eval(eval *ev, const size_t *ks, size_t n_ks, const char **files,
       return CLI_FAIL;
     }
   }
+  if (preload_all(ev) != CLI_OK)
+    return CLI_FAIL;
   strategy_run runs[MAX_STRATEGIES];
   memset(runs, 0, sizeof runs);
   for (size_t h = 0; h < n_hows; h++) {

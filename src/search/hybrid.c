@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/core.h"
 #include "search/embed.h"
 #include "search/hybrid.h"
 
@@ -47,6 +48,7 @@ void engram_search_options_init(engram_search_options *o) {
   memset(o, 0, sizeof *o);
   o->candidates = DEFAULT_CANDIDATES;
   o->max_scored = DEFAULT_MAX_SCORED;
+  o->lexical_index = 1;
   o->window = DEFAULT_WINDOW;
   o->window_matches = DEFAULT_WINDOW_MATCHES;
   o->k1 = DEFAULT_K1;
@@ -73,6 +75,7 @@ static int set_field(engram_search_options *o, const char *name, size_t nlen,
   } fields[] = {
       {"candidates", offsetof(engram_search_options, candidates), 'u'},
       {"max_scored", offsetof(engram_search_options, max_scored), 'u'},
+      {"lexical_index", offsetof(engram_search_options, lexical_index), 'u'},
       {"window", offsetof(engram_search_options, window), 'u'},
       {"window_matches", offsetof(engram_search_options, window_matches), 'u'},
       {"k1", offsetof(engram_search_options, k1), 'd'},
@@ -134,7 +137,8 @@ int engram_search_options_set(engram_search_options *opts, const char *text,
       if (err && errlen)
         snprintf(err, errlen,
                  "search options: '%.*s' is not NAME=VALUE with a number of "
-                 "the field's kind; names: candidates, max_scored, window, "
+                 "the field's kind; names: candidates, max_scored, "
+                 "lexical_index, window, "
                  "window_matches, "
                  "k1, b, meta_weight, neighbour_weight, session_weight, "
                  "speaker_boost, session_gap_ms, vector_weight, rrf_k, "
@@ -159,6 +163,8 @@ int search_options_check(const engram_search_options *o, char *msg,
     bad = "candidates must be from 1 to 1000";
   else if (o->max_scored < MIN_MAX_SCORED || o->max_scored > MAX_MAX_SCORED)
     bad = "max_scored must be from 100 to 10000000";
+  else if (o->lexical_index > 1)
+    bad = "lexical_index must be 0 or 1";
   else if (o->window > MAX_WINDOW)
     bad = "window must be from 0 to 16";
   else if (o->window_matches > MAX_CANDIDATES)
@@ -221,7 +227,15 @@ const char *engram_strategy_name(engram_strategy strategy) {
 
 /* ------------------------------------------------------------ stream */
 
-enum { H_IDLE, H_EMBEDDING, H_INDEX, H_WAITING, H_RANKED, H_ENDED };
+enum {
+  H_IDLE,
+  H_EMBEDDING,
+  H_INDEX,
+  H_LEXICAL,
+  H_WAITING,
+  H_RANKED,
+  H_ENDED
+};
 
 typedef struct hybrid {
   store *st;
@@ -229,6 +243,7 @@ typedef struct hybrid {
   store_candidates_req req;
   search_embed_req ereq;
   vector_index_req *ireq;
+  lexical_index_req *lreq;
   int state;
   int cancelled;
   int vectors; /* the vector step runs (embedder given, and asked for) */
@@ -242,6 +257,12 @@ typedef struct hybrid {
   char (*ids)[ENGRAM_ID_LEN + 1];
   const char **id_ptrs;
   size_t nids;
+  /* the lexical index's hits (with q.lexical) */
+  int matched; /* its step has run */
+  char (*match_ids)[ENGRAM_ID_LEN + 1];
+  const char **match_ptrs;
+  double *match_scores;
+  size_t nmatches;
   /* the ranking */
   store_candidates *set;
   size_t *order;
@@ -281,6 +302,20 @@ static void h_fail(hybrid *h, int status, const char *msg) {
   h_end(h, status);
 }
 
+/* The end of an index step: 1 when the stream ended (cancelled, or the
+ * step failed: logged). */
+static int step_ended(hybrid *h, int status, const char *msg) {
+  if (h->cancelled || status == ENGRAM_ECANCELED) {
+    h_end(h, ENGRAM_ECANCELED);
+    return 1;
+  }
+  if (status != 0) {
+    h_fail(h, status, msg);
+    return 1;
+  }
+  return 0;
+}
+
 static void on_candidates(store_candidates_req *req, int status,
                           const char *message, store_candidates *set) {
   hybrid *h = req->data;
@@ -305,13 +340,14 @@ static void on_candidates(store_candidates_req *req, int status,
 
 /* The store's step: lexical matches (none for the vector strategy), the
  * vector hits, and the neighbours of both. */
-static void start_candidates(hybrid *h) {
+static void candidates_start(hybrid *h) {
   int only = h->q.vector_only;
+  int store_matches = !only && !h->matched; /* else the index's, or none */
   store_candidates_query cq = {.ns = h->ns,
                                .text = only ? "" : h->text,
                                .text_len = only ? 0 : h->q.text_len,
                                .types = h->q.types,
-                               .limit = only ? 0 : h->opt.candidates,
+                               .limit = store_matches ? h->opt.candidates : 0,
                                .window = only ? 0 : h->opt.window,
                                .window_matches = h->opt.window_matches,
                                .max_scored = h->opt.max_scored,
@@ -320,6 +356,9 @@ static void start_candidates(hybrid *h) {
                                .meta_weight = h->opt.meta_weight,
                                .ids = h->id_ptrs,
                                .nids = h->nids,
+                               .match_ids = h->match_ptrs,
+                               .match_scores = h->match_scores,
+                               .nmatch_ids = h->nmatches,
                                .vectors = h->vectors};
   h->req.cb = on_candidates;
   h->req.data = h;
@@ -331,19 +370,99 @@ static void start_candidates(hybrid *h) {
   }
 }
 
+static void on_lexical(lexical_index_req *req, int status, const char *msg,
+                       const lexical_index_hit *hits, size_t n, void *data) {
+  hybrid *h = data;
+  (void)req;
+  h->lreq = NULL;
+  if (step_ended(h, status, msg))
+    return;
+  h->matched = 1;
+  if (n > 0) {
+    h->match_ids = malloc(n * sizeof *h->match_ids);
+    h->match_ptrs = malloc(n * sizeof *h->match_ptrs);
+    h->match_scores = malloc(n * sizeof *h->match_scores);
+    if (!h->match_ids || !h->match_ptrs || !h->match_scores) {
+      h_end(h, ENGRAM_ENOMEM);
+      return;
+    }
+    for (size_t i = 0; i < n; i++) {
+      memcpy(h->match_ids[i], hits[i].id, sizeof h->match_ids[i]);
+      h->match_ptrs[i] = h->match_ids[i];
+      h->match_scores[i] = hits[i].score;
+    }
+    h->nmatches = n;
+  }
+  candidates_start(h);
+}
+
+typedef struct word_list {
+  char *words[CORE_SEARCH_MAX_WORDS];
+  size_t n;
+  int failed;
+} word_list;
+
+static void take_word(const char *word, size_t len, int cut, void *data) {
+  word_list *w = data;
+  (void)cut; /* the index has whole terms: a cut word matches none */
+  char *copy = w->n < CORE_SEARCH_MAX_WORDS ? strndup(word, len) : NULL;
+  if (!copy)
+    w->failed = 1;
+  else
+    w->words[w->n++] = copy;
+}
+
+/* The lexical index's step, when there is one (else the store's match):
+ * the exact best `candidates` matches of the query's words. */
+static void start_candidates(hybrid *h) {
+  if (!h->q.lexical || !h->opt.lexical_index || h->q.vector_only ||
+      h->matched) {
+    candidates_start(h);
+    return;
+  }
+  if (!lexical_index_ready(h->q.lexical, h->ns)) {
+    /* Not loaded yet: the store's match now, the index for later. */
+    int rc = lexical_index_warm(h->q.lexical, h->ns);
+    if (rc != 0 && rc != ENGRAM_ECLOSED)
+      rt_log(stream_rt(h->s), ENGRAM_LOG_WARN,
+             "cannot load namespace %s into the lexical index: %s", h->ns,
+             engram_strerror(rc));
+    candidates_start(h);
+    return;
+  }
+  word_list w = {.n = 0};
+  core_search_words(h->text, h->q.text_len, take_word, &w);
+  int rc = w.failed ? ENGRAM_ENOMEM : 0;
+  if (rc == 0 && w.n == 0) { /* no word: no match */
+    h->matched = 1;
+    candidates_start(h);
+  } else if (rc == 0) {
+    lexical_index_query lq = {.ns = h->ns,
+                              .words = (const char *const *)w.words,
+                              .nwords = w.n,
+                              .k1 = h->opt.k1,
+                              .b = h->opt.b,
+                              .meta_weight = h->opt.meta_weight,
+                              .types = h->q.types,
+                              .k = h->opt.candidates};
+    h->state = H_LEXICAL;
+    rc = lexical_index_search(h->q.lexical, &lq, on_lexical, h, &h->lreq);
+  }
+  for (size_t i = 0; i < w.n; i++)
+    free(w.words[i]);
+  if (rc != 0) {
+    h->state = H_IDLE;
+    h_fail(h, rc, "the lexical index refused the search");
+  }
+}
+
 static void on_index(vector_index_req *req, int status, const char *msg,
                      const vector_index_hit *hits, size_t n, void *data) {
   hybrid *h = data;
   (void)req;
   h->ireq = NULL;
-  if (h->cancelled || status == ENGRAM_ECANCELED) {
-    h_end(h, ENGRAM_ECANCELED);
+  if (step_ended(h, status, msg))
     return;
-  }
-  if (status != 0) {
-    h_fail(h, status, msg);
-    return;
-  }
   if (n == 0 && h->q.vector_only) {
     h_end(h, 0);
     return;
@@ -485,6 +604,9 @@ static void h_cancel(engram_stream *s, void *impl) {
   case H_INDEX:
     vector_index_cancel(h->ireq); /* on_index ends */
     return;
+  case H_LEXICAL:
+    lexical_index_cancel(h->lreq); /* on_lexical ends */
+    return;
   }
   h_end(h, ENGRAM_ECANCELED);
 }
@@ -503,6 +625,9 @@ static void h_destroy(void *impl) {
   free(h->qvec);
   free(h->ids);
   free(h->id_ptrs);
+  free(h->match_ids);
+  free(h->match_ptrs);
+  free(h->match_scores);
   free(h);
 }
 

@@ -46,6 +46,7 @@
 #include "engram.h"
 #include "rt/stream.h"
 #include "search/embed.h"
+#include "search/lexical_index.h"
 #include "search/vector_index.h"
 #include "store/store.h"
 
@@ -74,6 +75,10 @@ typedef struct search_hybrid_query {
   uint32_t space_dim;
   const char *db_space;
   int vector_only; /* the vector strategy: no lexical step */
+  /* The handle's lexical index: the matches are its exact BM25 top
+   * `candidates`, which the store reads with their neighbours; NULL: the
+   * store's own full-text match (pruned at max_scored). */
+  lexical_index *lexical;
 } search_hybrid_query;
 
 /* 0, or ENGRAM_EINVAL with a message in msg (which field is wrong). */

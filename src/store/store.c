@@ -136,6 +136,12 @@ void store_vectors_free(store_vectors *v) {
   free(v->has_vector);
   free(v->vectors);
   free(v->removed);
+  free(v->term_start);
+  free(v->terms);
+  free(v->doc_len);
+  free(v->term_text);
+  free(v->qterm_start);
+  free(v->qterms);
   free(v);
 }
 

@@ -122,6 +122,15 @@ typedef struct store_candidates_query {
    * no word, or limit 0, only these. */
   const char *const *ids;
   size_t nids;
+  /* Lexical matches found by the caller (the lexical index): memories of
+   * ns taken as matches, hit with their score (match_scores[i], > 0),
+   * exactly as the full-text match's would be (neighbours for the best
+   * window_matches turns). limit must be 0 with them (the store matches
+   * nothing itself) and every id needs its score: else ENGRAM_EINVAL.
+   * Unknown ids, other namespaces and unwanted types are left out. */
+  const char *const *match_ids;
+  const double *match_scores;
+  size_t nmatch_ids;
 } store_candidates_query;
 
 /* The answer, one owned allocation per array, freed by
@@ -171,7 +180,30 @@ typedef struct store_vectors_query {
   const char *after_id;
   size_t limit;         /* rows per page, >= 1 */
   int removed;          /* 1: also the ids removed after after_seq */
+  /* The lexical index's catch-up (src/search/lexical_*.c) reads the same
+   * pages: embedder NULL reads no vector (has_vector all 0, vectors
+   * NULL); terms 1 gives each row its indexed terms (store_vectors:
+   * term_start, terms, doc_len). */
+  int terms;
+  /* With terms (the cache asks on a catch-up's first page): these
+   * search words (core_search_words') as the index sees them, in
+   * page->qterms: each word through the backend's own tokenizer and
+   * stemmer, every term it gives (distinct within the word). Several
+   * searches share a catch-up, so the words are theirs together and the
+   * answer is per word. NULL or 0: none. */
+  const char *const *query_words;
+  size_t nquery_words;
 } store_vectors_query;
+
+/* One indexed term of a row: its text (NUL-terminated, at
+ * store_vectors.term_text + text) and how often it occurs in the row's
+ * content and in its metadata's text values, as the backend's full-text
+ * index counts them. */
+typedef struct store_term {
+  uint32_t text;
+  uint32_t tf_content;
+  uint32_t tf_meta;
+} store_term;
 
 /* One page, one owned allocation per array, freed by store_vectors_free.
  * Rows are in (vseq, id) order. */
@@ -186,6 +218,21 @@ typedef struct store_vectors {
   float *vectors;   /* n * dim; a row without a vector is zeros */
   size_t nremoved;
   char (*removed)[ENGRAM_ID_LEN + 1];
+  /* With terms (else all NULL / 0): row i's distinct terms are
+   * terms[term_start[i] .. term_start[i + 1]) (term_start has n + 1
+   * entries), its length doc_len[i]: the tokens of its content and
+   * metadata values the index counts (what BM25's length normalization
+   * uses). Query word w's terms are qterms[qterm_start[w] ..
+   * qterm_start[w + 1]) (qterm_start has nquery_words + 1 entries; NULL
+   * without query words), offsets into term_text like store_term.text. */
+  uint32_t *term_start;
+  store_term *terms;
+  uint32_t *doc_len;
+  char *term_text;
+  size_t term_text_len;
+  uint32_t *qterm_start;
+  uint32_t *qterms;
+  size_t nqterms;
 } store_vectors;
 
 void store_vectors_free(store_vectors *v);

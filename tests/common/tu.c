@@ -205,6 +205,29 @@ void tu_run_until(engram *eg, const int *flag) {
       break;
 }
 
+typedef struct preloaded {
+  int done, calls, status;
+} preloaded;
+
+static void on_preload(int status, const char *message, void *data) {
+  preloaded *p = data;
+  p->calls++;
+  p->done = 1;
+  p->status = status;
+  assert_true(status == 0 ? message == NULL : message != NULL);
+}
+
+int tu_preload(engram *eg, const char *ns) {
+  preloaded p = {0};
+  int rc = engram_preload(eg, ns, on_preload, &p);
+  if (rc != 0)
+    return rc;
+  assert_false(p.done);
+  tu_run_until(eg, &p.done);
+  assert_int_equal(p.calls, 1);
+  return p.status;
+}
+
 static store *wrap_delay(store *inner, void *arg) {
   return store_delay_new(inner, *(uint64_t *)arg);
 }

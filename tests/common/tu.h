@@ -66,6 +66,10 @@ void tu_close(engram *eg);
 /* Runs the loop until *flag != 0 (or the loop has nothing left to do). */
 void tu_run_until(engram *eg, const int *flag);
 
+/* engram_preload(ns) run to its callback (exactly one, never inside the
+ * call); returns its status. */
+int tu_preload(engram *eg, const char *ns);
+
 /* Adds one memory and returns its id in out; returns the write status. */
 int tu_add(engram *eg, const char *ns, const char *content, engram_type type,
            char out[ENGRAM_ID_LEN + 1]);

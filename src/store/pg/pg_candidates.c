@@ -25,7 +25,8 @@
  * the merged list: SQLite's merge (sqlite_candidates.c) gives the same
  * flags. A row that does not decode is left out, and the memory after it
  * loses its adjacency. With no word to match (or limit 0) only exchange 2
- * runs, with the vector hits alone. The second exchange starts from the
+ * runs, with the vector hits and the matches the caller found (the
+ * lexical index's, store_candidates_query.match_ids). The second exchange starts from the
  * first one's done callback: the connection is held between them, and the
  * statement of exchange 2 needs what exchange 1 found (one round trip
  * more; see pg_terms.c for why the scoring is not in SQL).
@@ -81,7 +82,8 @@ static const char read_sql[] =
     "top AS MATERIALIZED ("
     " SELECT m.ctid AS tid, m.id, t.s, m.type = 0 AS e FROM memories m"
     " JOIN unnest($6::uuid[], $7::float8[]) AS t(id, s)"
-    " ON t.id = m.id WHERE m.id = ANY($6::uuid[]) AND m.ns = $1::text),"
+    " ON t.id = m.id WHERE m.id = ANY($6::uuid[]) AND m.ns = $1::text"
+    " AND " CAND_FILTER("m") "),"
     "seed AS MATERIALIZED ("
     " SELECT top.tid, top.id, top.s, v.id IS NOT NULL AS v,"
     "  top.e AND (v.id IS NOT NULL OR row_number() OVER"
@@ -345,12 +347,29 @@ static char *format_size(size_t v) {
   return strdup(buf);
 }
 
+/* The caller's matches (the lexical index's), the canonical ids only, as
+ * the lexical step's hits. 0 or ENGRAM_ENOMEM. */
+static int take_matches(cand_req *r, const store_candidates_query *q) {
+  if (!q->nmatch_ids)
+    return 0;
+  if (!(r->hits = malloc(q->nmatch_ids * sizeof *r->hits)))
+    return ENGRAM_ENOMEM;
+  for (size_t i = 0; i < q->nmatch_ids; i++) {
+    if (!q->match_ids[i] || !engram_id_valid(q->match_ids[i]))
+      continue;
+    memcpy(r->hits[r->nhits].id, q->match_ids[i], ENGRAM_ID_LEN + 1);
+    r->hits[r->nhits++].score = q->match_scores[i];
+  }
+  return 0;
+}
+
 int pg_candidates(store *base, const store_candidates_query *q,
                   store_candidates_req *req) {
   pg_store *st = (pg_store *)base;
   if (st->state != PS_OPEN)
     return ENGRAM_ECLOSED;
-  if (!q || !q->ns || !q->text || !req || !req->cb)
+  if (!q || !q->ns || !q->text || !req || !req->cb ||
+      (q->nmatch_ids && (!q->match_ids || !q->match_scores || q->limit)))
     return ENGRAM_EINVAL;
   cand_req *r = calloc(1, sizeof *r);
   if (!r)
@@ -392,13 +411,17 @@ int pg_candidates(store *base, const store_candidates_query *q,
                            .types = q->types,
                            .limit = q->limit};
   r->lexical = words > 0 && q->limit > 0;
-  if (!r->lexical && format_hits(r) != 0) { /* no match: empty arrays */
+  if (!r->lexical && take_matches(r, q) != 0) {
+    cand_free(r);
+    return ENGRAM_ENOMEM;
+  }
+  if (!r->lexical && format_hits(r) != 0) { /* the caller's, or none */
     cand_free(r);
     return ENGRAM_ENOMEM;
   }
   req->impl = r;
   /* Nothing to look for: an empty set, still from the loop, later. */
-  int rc = pg_read_task_start(&r->t, r->lexical || nids > 0);
+  int rc = pg_read_task_start(&r->t, r->lexical || nids > 0 || r->nhits > 0);
   if (rc != 0) {
     req->impl = NULL;
     cand_free(r);

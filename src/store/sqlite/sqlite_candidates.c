@@ -72,6 +72,9 @@
  * Vector hits (the ids the vector index found, store_candidates_query.ids)
  * join the matches before step 2, marked vhit and without a score, so that
  * their neighbours come too; with no word to match, only they are read.
+ * Matches the caller found (the lexical index's, match_ids with their
+ * scores; limit is then 0 and step 1 matches nothing) are read the same
+ * way and are matches like step 1's.
  *
  * Cancellation: a task not yet started is dropped by libuv; a running one
  * sees the stop flag between statements and is interrupted inside one
@@ -119,6 +122,9 @@ typedef struct cand_req {
   struct best_hit *heap; /* the best `limit` rows of every match run */
   size_t held;
   char *ids_json; /* the query's ids as a JSON array; NULL: none */
+  char *matches_json;           /* the caller's matches, likewise */
+  struct given_match *matches;  /* and their scores, by id */
+  size_t nmatches;
   /* results, filled on the thread pool */
   int status;
   char msg[SQ_MSG_LEN];
@@ -639,14 +645,18 @@ static long fetch_side(cand_req *r, int after, const char *from, size_t max,
 }
 
 /* Conversation turns first (nothing else takes neighbours), vector hits
- * before matches, matches best first. */
+ * before matches, matches best first, ties older first (as PostgreSQL's
+ * read_sql: which of tied matches take neighbours must not depend on the
+ * order they came in). */
 static int by_expansion(const void *a, const void *b) {
   const cand_entry *x = a, *y = b;
   if (x->episodic != y->episodic)
     return x->episodic ? -1 : 1;
   if (x->vhit != y->vhit)
     return x->vhit ? -1 : 1;
-  return (x->score < y->score) - (x->score > y->score);
+  if (x->score != y->score)
+    return x->score < y->score ? 1 : -1;
+  return strcmp(x->id, y->id);
 }
 
 /* The matches whose neighbours are taken, moved to the front: every
@@ -850,34 +860,58 @@ static int load_nodes(cand_req *r) {
   return 0;
 }
 
-/* Step 1b, the query's vector hits: the memories of those ids in the
- * namespace (of the wanted types), pushed like matches (so that step 2
- * takes their neighbours) but marked vhit, with no score. */
-static int add_vector_hits(cand_req *r) {
-  if (!r->ids_json)
+typedef struct given_match {
+  char id[ENGRAM_ID_LEN + 1];
+  double score;
+} given_match;
+
+static int by_given_id(const void *a, const void *b) {
+  return strcmp(((const given_match *)a)->id, ((const given_match *)b)->id);
+}
+
+/* Step 1b, memories by id in the namespace (of the wanted types): the
+ * caller's matches (json r->matches_json; each with its score, pushed as
+ * a match) or the query's vector hits (pushed like matches, so that step
+ * 2 takes their neighbours, but marked vhit, with no score). */
+static int add_ids(cand_req *r, const char *json, int vhit) {
+  if (!json)
     return 0;
   int rc;
   sqlite3_stmt *stmt = sqlite_reader_stmt(r->t.rd, RS_CAND_IDS, &rc);
   if (!stmt)
-    return fail(r, rc, "preparing the vector hits query");
-  sqlite3_bind_text(stmt, 1, r->ids_json, -1, SQLITE_STATIC);
+    return fail(r, rc, "preparing a read of memories by id");
+  sqlite3_bind_text(stmt, 1, json, -1, SQLITE_STATIC);
   sqlite3_bind_text(stmt, 2, r->ns, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 3, (sqlite3_int64)r->types);
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     const char *id = id_col(stmt, 1);
     if (!id)
       continue;
-    if (push_entry(r, id, sqlite3_column_int64(stmt, 0), 0, 0, 0) != 0) {
+    double score = 0;
+    if (!vhit) {
+      given_match key;
+      memcpy(key.id, id, sizeof key.id);
+      const given_match *m = bsearch(&key, r->matches, r->nmatches,
+                                     sizeof *r->matches, by_given_id);
+      if (!m)
+        continue;
+      score = m->score;
+    }
+    if (push_entry(r, id, sqlite3_column_int64(stmt, 0), score, !vhit, 0) !=
+        0) {
       sqlite3_reset(stmt);
       r->status = ENGRAM_ENOMEM;
       return r->status;
     }
-    r->entries[r->n - 1].vhit = 1;
+    r->entries[r->n - 1].vhit = (unsigned char)vhit;
     r->entries[r->n - 1].episodic =
         sqlite3_column_int64(stmt, 2) == ENGRAM_EPISODIC;
   }
   sqlite3_reset(stmt);
-  return rc == SQLITE_DONE ? 0 : fail(r, rc, "reading the vector hits");
+  return rc == SQLITE_DONE
+             ? 0
+             : fail(r, rc, vhit ? "reading the vector hits"
+                                : "reading the lexical index's matches");
 }
 
 /* The ids as a JSON array (ids that are not canonical are left out:
@@ -904,7 +938,8 @@ static void cand_run(sqlite_read_task *t) {
     r->status = ENGRAM_ECANCELED;
     return;
   }
-  if (r->limit == 0 && !r->ids_json) { /* nothing to look for */
+  if (r->limit == 0 && !r->ids_json &&
+      !r->matches_json) { /* nothing to look for */
     if (!(r->set = store_candidates_new(0)))
       r->status = ENGRAM_ENOMEM;
     return;
@@ -924,7 +959,8 @@ static void cand_run(sqlite_read_task *t) {
     fail(r, rc, "starting a read");
     return;
   }
-  if ((r->limit == 0 || find_hits(r) == 0) && add_vector_hits(r) == 0) {
+  if ((r->limit == 0 || find_hits(r) == 0) &&
+      add_ids(r, r->matches_json, 0) == 0 && add_ids(r, r->ids_json, 1) == 0) {
     if (r->window > 0)
       find_neighbours(r, to_expand(r));
     if (r->status == 0) {
@@ -949,6 +985,8 @@ static void cand_free(cand_req *r) {
   free(r->match);
   free(r->dfs);
   free(r->ids_json);
+  free(r->matches_json);
+  free(r->matches);
   free(r);
 }
 
@@ -1006,9 +1044,28 @@ int sqlite_candidates(store *base, const store_candidates_query *q,
     cand_free(r);
     return ENGRAM_ENOMEM;
   }
+  if (q->nmatch_ids && (!q->match_ids || !q->match_scores || q->limit)) {
+    cand_free(r);
+    return ENGRAM_EINVAL;
+  }
+  if (q->nmatch_ids) {
+    if (!(r->matches_json = ids_to_json(q->match_ids, q->nmatch_ids)) ||
+        !(r->matches = malloc(q->nmatch_ids * sizeof *r->matches))) {
+      cand_free(r);
+      return ENGRAM_ENOMEM;
+    }
+    for (size_t i = 0; i < q->nmatch_ids; i++) {
+      if (!q->match_ids[i] || !engram_id_valid(q->match_ids[i]))
+        continue; /* as ids_to_json: nothing of it could be a memory */
+      memcpy(r->matches[r->nmatches].id, q->match_ids[i],
+             sizeof r->matches->id);
+      r->matches[r->nmatches++].score = q->match_scores[i];
+    }
+    qsort(r->matches, r->nmatches, sizeof *r->matches, by_given_id);
+  }
   req->impl = r;
   /* Nothing to look for: an empty set, still from the loop, later. */
-  int nothing = r->limit == 0 && !r->ids_json;
+  int nothing = r->limit == 0 && !r->ids_json && !r->matches_json;
   if (sqlite_read_task_start(&r->t, !nothing) != 0) {
     req->impl = NULL;
     cand_free(r);

@@ -42,6 +42,15 @@
   "m.embedding_dim, m.embedder"
 #define SQ_NODE_NCOLUMNS 13
 
+/* The text values of a row's metadata object, space-joined (NULL when it
+ * has none): what the full-text index holds beside the content, so that a
+ * speaker, a session's date or a tag is found like a word of the memory
+ * (the column `meta` of memories_fts, sqlite_schema.c). The vectors
+ * operation computes it again to split it as the index did. */
+#define SQ_META_TEXT(row)                                                      \
+  "(SELECT group_concat(value, ' ') FROM json_each(" row ".metadata)"          \
+  " WHERE type = 'text')"
+
 /* Statements a reader connection prepares once and keeps (sqlite_pool.c). */
 typedef enum reader_stmt_kind {
   RS_GET_NS,     /* memory by id in a namespace */
@@ -65,6 +74,9 @@ typedef enum reader_stmt_kind {
   RS_CAND_ROW,    /* candidates: a matching row's id and type */
   RS_VEC_SEQ,     /* vectors: the namespace's change sequence */
   RS_VEC_PAGE,    /* vectors: rows after a (vseq, id), in that order */
+  RS_VEC_PAGE_NOVEC,       /* the same, without the vector columns */
+  RS_VEC_PAGE_TERMS,       /* the same, with the indexed text */
+  RS_VEC_PAGE_TERMS_NOVEC, /* the indexed text, no vector */
   RS_VEC_REMOVED, /* vectors: ids removed after a sequence */
   RS_COUNT
 } reader_stmt_kind;
@@ -358,6 +370,17 @@ int sqlite_terms_sync(sqlite_reader *rd);
  * needs the word columns' filter. An SQLite result code. */
 int sqlite_terms_df(sqlite_reader *rd, const char *word, size_t len, int cut,
                     double *select, double *exact, int *tagged);
+/* Splits text as the full-text index does (flags: FTS5_TOKENIZE_DOCUMENT
+ * as for a row's column, FTS5_TOKENIZE_QUERY as for a query) with the
+ * reader's tokenizer, calling cb for each token as FTS5's xTokenize does.
+ * An SQLite result code (cb's, if it stopped the split). */
+int sqlite_terms_tokenize(sqlite_reader *rd, int flags, const char *text,
+                          size_t len, void *ctx,
+                          int (*cb)(void *ctx, int tflags, const char *token,
+                                    int len, int start, int end));
+/* FTS5 keeps this many bytes of a longer token (fts5Int.h's
+ * FTS5_MAX_TOKEN_SIZE): the term the index holds for it. */
+#define SQ_FTS5_MAX_TOKEN 32768
 /* Frees a reader's term state (NULL: nothing), before its connection
  * closes. */
 void sqlite_terms_free(sqlite_terms *t);

@@ -16,6 +16,17 @@
  */
 #include "store/sqlite/sqlite_internal.h"
 
+/* The vectors operation's page, in four forms of the same columns (the
+ * vector's three NULL when no vector is read; the indexed text after
+ * them when the terms are), so that one decoder reads them all. */
+#define VEC_PAGE_SQL(columns)                                                  \
+  "SELECT id, vseq, type, " columns " FROM memories"                           \
+  " WHERE ns = ?1 AND (vseq, id) > (?2, ?3)"                                   \
+  " ORDER BY vseq, id LIMIT ?4"
+#define VEC_COLUMNS "embedder, embedding_dim, embedding"
+#define NO_VEC_COLUMNS "NULL, NULL, NULL"
+#define TEXT_COLUMNS ", content, " SQ_META_TEXT("memories")
+
 static const char *const reader_sql[RS_COUNT] = {
     [RS_GET_NS] = "SELECT " SQ_NODE_COLUMNS
                   " FROM memories m WHERE m.id = ?1 AND m.ns = ?2",
@@ -90,10 +101,10 @@ static const char *const reader_sql[RS_COUNT] = {
     /* The vector index's catch-up (sqlite_vectors.c); the page walks the
      * index memories_ns_vseq(ns, vseq, id) from a row value. */
     [RS_VEC_SEQ] = "SELECT seq FROM ns_seq WHERE ns = ?1",
-    [RS_VEC_PAGE] = "SELECT id, vseq, type, embedder, embedding_dim,"
-                    " embedding FROM memories"
-                    " WHERE ns = ?1 AND (vseq, id) > (?2, ?3)"
-                    " ORDER BY vseq, id LIMIT ?4",
+    [RS_VEC_PAGE] = VEC_PAGE_SQL(VEC_COLUMNS),
+    [RS_VEC_PAGE_NOVEC] = VEC_PAGE_SQL(NO_VEC_COLUMNS),
+    [RS_VEC_PAGE_TERMS] = VEC_PAGE_SQL(VEC_COLUMNS TEXT_COLUMNS),
+    [RS_VEC_PAGE_TERMS_NOVEC] = VEC_PAGE_SQL(NO_VEC_COLUMNS TEXT_COLUMNS),
     [RS_VEC_REMOVED] = "SELECT id FROM removed WHERE ns = ?1 AND seq > ?2",
 };
 

@@ -40,12 +40,6 @@
 
 #include "store/sqlite/sqlite_internal.h"
 
-/* The text values of a row's metadata object, space-joined (NULL when it
- * has none): what the full-text index holds beside the content, so that a
- * speaker, a session's date or a tag is found like a word of the memory. */
-#define SQ_META_TEXT(row)                                                      \
-  "(SELECT group_concat(value, ' ') FROM json_each(" row ".metadata)"          \
-  " WHERE type = 'text')"
 /* The row's namespace as one token ("n" and the hex of its bytes): a query
  * ANDs it with the words (sqlite_match_build_ns), so the index looks only
  * at the namespace's rows instead of every namespace's. */

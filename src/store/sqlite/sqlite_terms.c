@@ -20,7 +20,9 @@
  * (sqlite_schema.c), and each word goes through that same tokenizer
  * (FTS5's own, found with xFindTokenizer; one instance per connection), so
  * "running" is looked up as "run". Keep the arguments below in step with
- * the schema's tokenize option.
+ * the schema's tokenize option. The vectors operation splits each row's
+ * text with the same instance (sqlite_terms_tokenize), so the terms it
+ * reports are the index's own.
  *
  * What a word's count means:
  *   - one term: the rows that hold it in any column; exact, and what
@@ -38,6 +40,7 @@
  * The vocabulary leaves out rows whose deletion the index has recorded,
  * as any FTS5 query does (tests/test_search_scale.c compares the scores).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -189,6 +192,16 @@ static int term_rows(sqlite_reader *rd, const char *term, size_t len,
     t->cached++;
   }
   return SQLITE_OK;
+}
+
+int sqlite_terms_tokenize(sqlite_reader *rd, int flags, const char *text,
+                          size_t len, void *ctx,
+                          int (*cb)(void *ctx, int tflags, const char *token,
+                                    int len, int start, int end)) {
+  if (len > INT_MAX)
+    return SQLITE_TOOBIG;
+  return rd->terms->methods.xTokenize(rd->terms->tok, ctx, flags,
+                                      text ? text : "", (int)len, cb);
 }
 
 typedef struct term_list {
