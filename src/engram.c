@@ -729,9 +729,7 @@ int engram_preload(engram *eg, const char *ns, engram_preload_cb cb,
   if (!p)
     return ENGRAM_ENOMEM;
   *p = (preload){cb, data};
-  lexical_index_query q = {.ns = ns, .k = 1}; /* no word: the load alone */
-  lexical_index_req *req;
-  rc = lexical_index_search(x, &q, on_preloaded, p, &req);
+  rc = lexical_index_load(x, ns, on_preloaded, p);
   if (rc != 0)
     free(p);
   return rc;

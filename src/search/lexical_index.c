@@ -318,12 +318,17 @@ static void on_warmed(lexical_index_req *req, int status, const char *msg,
            "loading a namespace into the lexical index failed: %s", msg);
 }
 
+int lexical_index_load(lexical_index *x, const char *ns, lexical_index_cb cb,
+                       void *data) {
+  lexical_index_query q = {.ns = ns, .k = 1}; /* no word: no search */
+  lexical_index_req *r;
+  return lexical_index_search(x, &q, cb, data, &r);
+}
+
 int lexical_index_warm(lexical_index *x, const char *ns) {
   if (ns_cache_loaded(x->c, ns) || ns_cache_loading(x->c, ns))
     return 0;
-  lexical_index_query q = {.ns = ns, .k = 1}; /* no word: no search */
-  lexical_index_req *r;
-  return lexical_index_search(x, &q, on_warmed, x, &r);
+  return lexical_index_load(x, ns, on_warmed, x);
 }
 
 void lexical_index_get_stats(const lexical_index *x, lexical_index_stats *out) {

@@ -95,6 +95,11 @@ void lexical_index_cancel(lexical_index_req *req);
  * (lexical_index_warm) and uses the store's full-text match meanwhile. */
 int lexical_index_ready(const lexical_index *x, const char *ns);
 
+/* Brings ns up to date (loads it when it is not loaded), then cb with no
+ * hits, as lexical_index_search's. */
+int lexical_index_load(lexical_index *x, const char *ns, lexical_index_cb cb,
+                       void *data);
+
 /* Starts loading ns in the background, unless it is loaded or loading:
  * the index owns that work (its close cancels it). 0, or ENGRAM_ECLOSED /
  * ENGRAM_ENOMEM. */

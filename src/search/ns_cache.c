@@ -692,10 +692,6 @@ rt *ns_cache_rt(const ns_cache *x) {
   return x->rt;
 }
 
-void *ns_cache_ctx(const ns_cache *x) {
-  return x->ctx;
-}
-
 void ns_cache_get_stats(const ns_cache *x, ns_cache_stats *out) {
   *out = x->stats;
   out->namespaces = x->nns;

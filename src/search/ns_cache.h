@@ -151,7 +151,6 @@ int ns_cache_loading(const ns_cache *x, const char *ns);
 const void *ns_cache_data(const ns_cache_req *r);
 
 rt *ns_cache_rt(const ns_cache *x);
-void *ns_cache_ctx(const ns_cache *x);
 
 void ns_cache_get_stats(const ns_cache *x, ns_cache_stats *out);
 
